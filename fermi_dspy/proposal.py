@@ -1,0 +1,235 @@
+"""What the proposer sees (memory, mis-aligned examples, demonstrations) and how its proposals are collected."""
+
+import logging
+import random
+import re
+import string
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dspy
+
+from fermi_dspy.accounting import UsageMeter
+from fermi_dspy.memory import ScoredPrompt
+from fermi_dspy.parallel import parallel_map
+
+logger = logging.getLogger(__name__)
+
+PROMPT_SLOT = "<PROMPT>"
+
+
+def format_value(value: Any) -> str:
+    """Render a field value; a list of options becomes "A. first | B. second | ..."."""
+    if isinstance(value, list | tuple):
+        if 0 < len(value) <= len(string.ascii_uppercase):
+            return " | ".join(f"{letter}. {item}" for letter, item in zip(string.ascii_uppercase, value, strict=False))
+        return " | ".join(str(item) for item in value)
+    return " ".join(str(value).split())
+
+
+def format_example(example: dspy.Example, *, answer_label: str = "The person's answer") -> str:
+    """An example's inputs, one per line, followed by the person's answer(s)."""
+    lines = [f"{key}: {format_value(value)}" for key, value in example.inputs().items()]
+    labels = example.labels()
+    if len(labels) == 1:
+        lines.append(f"{answer_label}: {format_value(next(iter(labels.values())))}")
+    else:
+        lines.extend(f"{answer_label} ({key}): {format_value(value)}" for key, value in labels.items())
+    return "\n".join(lines)
+
+
+def render_demonstrations(examples: Sequence[dspy.Example]) -> str:
+    """The demonstration examples, each showing where the prompt goes."""
+    if not examples:
+        return "(no demonstrations)"
+    blocks = [f"Example {i}:\n{PROMPT_SLOT}\n{format_example(e)}" for i, e in enumerate(examples, start=1)]
+    return "\n\n".join(blocks)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 3)].rstrip() + "..."
+
+
+def _model_said(prompt: ScoredPrompt, index: int) -> str:
+    return f"model answered '{_truncate(prompt.outputs[index], 80)}'"
+
+
+def render_memory(
+    memory: Sequence[ScoredPrompt],
+    examples: Sequence[dspy.Example],
+    *,
+    threshold: float,
+    budget_chars: int,
+    show_misaligned: bool = True,
+    max_prompt_chars: int = 1500,
+) -> str:
+    """Render the memory for the proposer, worst prompt first.
+
+    With `show_misaligned`, each distinct mis-aligned example is written out once, in a numbered catalog (E1, E2,
+    ...) with the person's answer; the best prompt then lists all its mis-aligned examples with the model's answers
+    (and the metric's feedback in the catalog), and every other prompt lists which of those it shares plus its own
+    other mis-aligned examples. This is the paper's context-saving layout, made compact by naming each example once.
+    Catalog entries are added, most informative first (the best prompt's failures, then those most prompts fail),
+    while they fit in `budget_chars`; the rest are counted, never silently dropped.
+
+    Args:
+        memory: Scored prompts in ascending order of score.
+        examples: The optimization examples the scores refer to.
+        threshold: Scores below it are mis-aligned (`tau`).
+        budget_chars: Character budget for the whole rendering.
+        show_misaligned: False gives the OPRO view: prompts and scores only.
+        max_prompt_chars: Each prompt's text is cut to this length.
+    """
+    sections = []
+    for number, prompt in enumerate(memory, start=1):
+        text = _truncate(prompt.prompt, max_prompt_chars) or "(empty prompt: the task instructions alone)"
+        sections.append(f"Prompt {number} (score {prompt.mean_score:.2f}):\n{text}")
+    if not show_misaligned or not memory:
+        return "\n\n".join(sections) if sections else "(no prompts yet)"
+
+    best = memory[-1]
+    best_failures = best.misaligned(threshold)
+    counts = Counter(i for p in memory for i in p.misaligned(threshold))
+    order = list(best_failures) + sorted(set(counts) - set(best_failures), key=lambda i: (-counts[i], i))
+
+    remaining = budget_chars - sum(len(s) + 2 for s in sections) - 400
+    catalog: dict[int, str] = {}
+    entries = []
+    for index in order:
+        label = f"E{len(catalog) + 1}"
+        entry = f"{label}. {format_example(examples[index])}"
+        if index in best_failures and best.feedback[index]:
+            entry += f"\nFeedback on the best prompt's answer: {_truncate(best.feedback[index], 300)}"
+        if len(entry) + 2 > remaining:
+            continue
+        remaining -= len(entry) + 2
+        catalog[index] = label
+        entries.append(entry)
+
+    def listing(prompt: ScoredPrompt, indices: Sequence[int]) -> str:
+        shown = [f"{catalog[i]} ({_model_said(prompt, i)})" for i in indices if i in catalog]
+        hidden = sum(1 for i in indices if i not in catalog)
+        if hidden:
+            shown.append(f"{hidden} more not shown")
+        return ", ".join(shown) if shown else "none"
+
+    for number, prompt in enumerate(memory):
+        failures = prompt.misaligned(threshold)
+        if prompt is best or not failures:
+            detail = listing(prompt, failures)
+        else:
+            shared = [i for i in failures if i in best_failures]
+            own = [i for i in failures if i not in best_failures]
+            parts = []
+            if shared:
+                labels = [catalog[i] for i in shared if i in catalog]
+                hidden = len(shared) - len(labels)
+                parts.append("shares " + ", ".join(labels + ([f"{hidden} more"] if hidden else []))
+                             + " with the best prompt")
+            if own:
+                parts.append(("also " if shared else "") + listing(prompt, own))
+            detail = "; ".join(parts)
+        sections[number] += f"\nMis-aligned on {len(failures)} of {len(prompt.scores)}: {detail}"
+
+    omitted = len(order) - len(catalog)
+    header = "Mis-aligned examples (questions some prompts got wrong):"
+    if omitted:
+        header += f" {len(catalog)} shown, {omitted} not shown for space."
+    catalog_text = header + "\n\n" + "\n\n".join(entries) if entries else header + " none shown."
+    if not order:
+        catalog_text = "Mis-aligned examples: none."
+    return catalog_text + "\n\n" + "\n\n".join(sections)
+
+
+_WRAPPERS = [("[", "]"), ('"', '"'), ("'", "'"), ("```", "```")]
+
+
+def clean_proposal(text: Any, *, max_chars: int) -> str:
+    """Strip wrappers the proposer may add ("[...]", quotes, code fences, a 'New prompt:' label)."""
+    if not isinstance(text, str):
+        return ""
+    text = text.strip()
+    text = re.sub(r"^(new\s+)?(prompt|instruction)\s*:\s*", "", text, flags=re.IGNORECASE)
+    for left, right in _WRAPPERS:
+        if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
+            text = text[len(left) : -len(right)].strip()
+    text = text.replace(PROMPT_SLOT, "").strip()
+    return _truncate(text, max_chars)
+
+
+def prompt_key(prompt: str) -> str:
+    """Normalized text used to recognize duplicate prompts."""
+    return " ".join(prompt.lower().split())
+
+
+class Proposer:
+    """Samples new prompts from the proposer LM through a `dspy.Signature`.
+
+    Each sample uses its own rollout id drawn from the seeded `rng` (a fresh, cache-distinct sample that replays
+    from DSPy's cache on a re-run with the same seed). Unparseable or empty proposals are logged and skipped.
+    """
+
+    def __init__(
+        self,
+        *,
+        signature: type[dspy.Signature],
+        output_field: str,
+        lm: dspy.BaseLM,
+        temperature: float,
+        rng: random.Random,
+        meter: UsageMeter,
+        num_threads: int = 1,
+        max_prompt_chars: int = 1500,
+    ) -> None:
+        self.signature = signature
+        self.output_field = output_field
+        self.lm = lm
+        self.temperature = temperature
+        self.rng = rng
+        self.meter = meter
+        self.num_threads = num_threads
+        self.max_prompt_chars = max_prompt_chars
+        self.skipped = 0
+
+    def _sample(self, job: tuple[int | None, Mapping[str, str]]) -> str | None:
+        rollout_id, fields = job
+        overrides: dict[str, Any] = {"temperature": self.temperature}
+        if rollout_id is not None:
+            overrides["rollout_id"] = rollout_id
+        lm = self.meter.track(self.lm.copy(**overrides))
+        try:
+            with dspy.context(lm=lm):
+                prediction = dspy.Predict(self.signature)(**fields)
+        except Exception as exc:
+            logger.warning("Skipped a proposal the proposer LM failed to produce: %s: %s", type(exc).__name__, exc)
+            return None
+        text = clean_proposal(getattr(prediction, self.output_field, None), max_chars=self.max_prompt_chars)
+        if not text:
+            logger.warning("Skipped an empty proposal from the proposer LM.")
+            return None
+        return text
+
+    def propose(self, count: int, fields: Mapping[str, str], seen: set[str]) -> list[str]:
+        """Ask for `count` new prompts; return the valid ones not already in `seen` (which is updated).
+
+        Args:
+            count: Proposals to request.
+            fields: The proposer signature's inputs.
+            seen: Normalized keys of every prompt tried so far.
+        """
+        fields = {name: value for name, value in fields.items() if name in self.signature.input_fields}
+        jobs = [(self.rng.randint(0, 10**9) if self.temperature > 0 else None, fields) for _ in range(count)]
+        proposals = []
+        for text in parallel_map(self._sample, jobs, num_threads=self.num_threads):
+            if text is None:
+                self.skipped += 1
+                continue
+            key = prompt_key(text)
+            if key in seen:
+                logger.info("Skipped a proposal that repeats an earlier prompt.")
+                self.skipped += 1
+                continue
+            seen.add(key)
+            proposals.append(text)
+        return proposals

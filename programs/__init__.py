@@ -1,0 +1,1 @@
+"""DSPy programs and experiments built on fermi_dspy."""

@@ -1,0 +1,80 @@
+"""What the proposer sees: memory rendering, the context budget, cleaning and dedupe of proposals."""
+
+import dspy
+
+from fermi_dspy.memory import PromptMemory, ScoredPrompt
+from fermi_dspy.proposal import clean_proposal, prompt_key, render_demonstrations, render_memory
+from tests.scripted import topic_examples
+
+EXAMPLES = topic_examples([f"topic{i}" for i in range(8)], supported={"topic0", "topic1", "topic2"})
+
+
+def scored(prompt, scores, index, outputs=None):
+    outputs = outputs or tuple("No" for _ in scores)
+    return ScoredPrompt(prompt, tuple(scores), tuple(outputs), tuple(None for _ in scores), 0, index)
+
+
+def memory():
+    best = scored("best prompt", [0, 1, 1, 1, 1, 1, 0, 1], 0)
+    middle = scored("middle prompt", [0, 0, 1, 1, 1, 1, 1, 0], 1)
+    worst = scored("worst prompt", [0, 0, 0, 1, 1, 1, 1, 1], 2)
+    return [worst, middle, best]
+
+
+def test_layout_lists_full_failures_for_the_best_and_shared_plus_new_for_others():
+    text = render_memory(memory(), EXAMPLES, threshold=1.0, budget_chars=10_000)
+    assert text.index(":\nworst prompt") < text.index(":\nmiddle prompt") < text.index(":\nbest prompt")
+    best_line = text.split("best prompt\n")[1].splitlines()[0]
+    assert best_line == "Mis-aligned on 2 of 8: E1 (model answered 'No'), E2 (model answered 'No')"
+    middle_line = text.split("middle prompt\n")[1].splitlines()[0]
+    assert middle_line.startswith("Mis-aligned on 3 of 8: shares E1 with the best prompt; also E")
+    # each mis-aligned example is written out once, with the person's answer
+    assert text.count("question: Do you support topic0?") == 1
+    assert "The person's answer: Yes" in text
+
+
+def test_budget_keeps_the_best_prompts_failures_first_and_counts_the_rest():
+    full = render_memory(memory(), EXAMPLES, threshold=1.0, budget_chars=10_000)
+    small = render_memory(memory(), EXAMPLES, threshold=1.0, budget_chars=len(full) - 100)
+    assert len(small) < len(full)
+    assert "not shown for space" in small and "more not shown" in small
+    assert "E1. question: Do you support topic0?" in small  # the best prompt's failure is kept
+    assert all(p in small for p in ("worst prompt", "middle prompt", "best prompt"))
+
+
+def test_opro_view_has_scores_only():
+    text = render_memory(memory(), EXAMPLES, threshold=1.0, budget_chars=10_000, show_misaligned=False)
+    assert "Mis-aligned" not in text and "person's answer" not in text
+    assert "Prompt 3 (score 0.75):\nbest prompt" in text
+
+
+def test_memory_ranking_and_ascending_view():
+    store = PromptMemory(2)
+    kept = store.merge(memory())
+    assert [p.prompt for p in store.ranked()] == ["best prompt", "middle prompt"]
+    assert [p.prompt for p in store.ascending()] == ["middle prompt", "best prompt"]
+    assert [p.prompt for p in kept] == ["middle prompt", "best prompt"]
+    tie = scored("newer tie", [0, 1, 1, 1, 1, 1, 0, 1], 9)
+    assert store.merge([tie]) == [tie]
+    assert [p.prompt for p in store.ranked()] == ["best prompt", "newer tie"]  # equal score: the older one first
+
+
+def test_demonstrations_mark_the_prompts_place():
+    text = render_demonstrations(EXAMPLES[:2])
+    assert text.startswith("Example 1:\n<PROMPT>\nquestion: Do you support topic0?\noptions: A. Yes | B. No")
+    assert render_demonstrations([]) == "(no demonstrations)"
+
+
+def test_clean_proposal_and_dedupe_key():
+    assert clean_proposal("[Be yourself.]", max_chars=100) == "Be yourself."
+    assert clean_proposal('New prompt: "Be yourself."', max_chars=100) == "Be yourself."
+    assert clean_proposal("<PROMPT> text", max_chars=100) == "text"
+    assert clean_proposal("x" * 50, max_chars=10) == "xxxxxxx..."
+    assert clean_proposal(None, max_chars=10) == ""
+    assert prompt_key("Be   Yourself") == prompt_key("be yourself")
+
+
+def test_example_with_several_labels_lists_each():
+    example = dspy.Example(question="q", a="1", b="2").with_inputs("question")
+    text = render_demonstrations([example])
+    assert "The person's answer (a): 1" in text and "The person's answer (b): 2" in text

@@ -1,6 +1,7 @@
 """LM-call accounting: how many calls each role made, and their tokens and cost."""
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,3 +91,74 @@ class UsageMeter(BaseCallback):
                 if entry.get("cost") is not None:
                     costs.append(float(entry["cost"]))
         return LMUsage(calls, failed, prompt, completion, sum(costs) if costs else None)
+
+
+class BudgetExhausted(RuntimeError):
+    """Raised instead of making an LM call that the compile's budget does not allow."""
+
+
+class CallBudget:
+    """A hard cap on LM calls (and on USD cost where DSPy reports it), checked before every single call.
+
+    Args:
+        max_calls: Most LM calls allowed; None is no cap.
+        max_cost: Most USD allowed; None is no cap. Checked against `cost_so_far()` before each call, so the call
+            that crosses the cap is the last one made.
+        cost_so_far: Returns the USD spent so far (None when the provider reports no cost).
+    """
+
+    def __init__(self, max_calls: int | None = None, max_cost: float | None = None,
+                 cost_so_far: Callable[[], float | None] | None = None) -> None:
+        self.max_calls = max_calls
+        self.max_cost = max_cost
+        self.cost_so_far = cost_so_far
+        self.used = 0
+        self.exhausted = False
+        self._lock = threading.Lock()
+
+    def fits(self, calls: int) -> bool:
+        """Whether `calls` more calls fit in the call cap."""
+        return self.max_calls is None or self.used + calls <= self.max_calls
+
+    def acquire(self) -> None:
+        """Take one call from the budget.
+
+        Raises:
+            BudgetExhausted: The call cap or the cost cap is reached; the call must not be made.
+        """
+        with self._lock:
+            if self.max_calls is not None and self.used >= self.max_calls:
+                self.exhausted = True
+                raise BudgetExhausted(f"the LM-call budget of {self.max_calls} calls is spent")
+            if self.max_cost is not None and self.cost_so_far is not None:
+                cost = self.cost_so_far()
+                if cost is not None and cost >= self.max_cost:
+                    self.exhausted = True
+                    raise BudgetExhausted(f"the cost budget of ${self.max_cost:.4f} is spent (${cost:.4f})")
+            self.used += 1
+
+
+_GUARDED_CLASSES: dict[type, type] = {}
+
+
+def _guarded_class(cls: type) -> type:
+    if cls not in _GUARDED_CLASSES:
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N807
+            self._fermi_budget.acquire()
+            return cls.__call__(self, *args, **kwargs)
+
+        async def acall(self, *args: Any, **kwargs: Any) -> Any:
+            self._fermi_budget.acquire()
+            return await cls.acall(self, *args, **kwargs)
+
+        _GUARDED_CLASSES[cls] = type(f"Budgeted{cls.__name__}", (cls,), {"__call__": __call__, "acall": acall})
+    return _GUARDED_CLASSES[cls]
+
+
+def with_budget(lm: dspy.BaseLM, budget: CallBudget) -> dspy.BaseLM:
+    """A copy of `lm` whose every call (adapter retries and `lm.copy()`s included) first takes one from `budget`."""
+    guarded = lm.copy()
+    guarded.__class__ = _guarded_class(type(lm))
+    guarded._fermi_budget = budget
+    return guarded

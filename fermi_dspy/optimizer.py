@@ -10,7 +10,7 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 from tqdm import tqdm
 
-from fermi_dspy.accounting import UsageMeter
+from fermi_dspy.accounting import CallBudget, UsageMeter, with_budget
 from fermi_dspy.memory import PromptMemory, ScoredPrompt
 from fermi_dspy.metrics import Metric, answer_accuracy
 from fermi_dspy.profile import Profile, initial_prompt, render_profile, validate_profile
@@ -90,8 +90,11 @@ class Fermi(Teleprompter):
         context_budget_chars: Character budget of the memory and mis-aligned examples shown to the proposer.
         max_prompt_chars: Longest prompt kept; longer proposals are cut.
         patience: Stop after this many iterations without a better best prompt; None never stops early this way.
-        max_lm_calls: Cap on task plus proposer LM calls for one compile; None is no cap. When the next step does not
-            fit, the compile stops and keeps its best prompts (`stop_reason="budget"`).
+        max_lm_calls: Hard cap on task plus proposer LM calls for one compile (adapter retries included); None is no
+            cap. Steps that would not fit are not started; the compile stops and keeps its best prompts
+            (`stop_reason="budget"`).
+        max_cost: Cap in USD on the compile's LM calls, where DSPy reports cost (hosted LiteLLM models); checked
+            before each call.
         num_threads: Threads for scoring and proposing; None uses `dspy.settings.num_threads`.
         failure_score: Score of an example whose LM call failed after retries.
         seed: Seeds the split and the proposer's rollouts; the same seed and a deterministic LM give the same result.
@@ -134,6 +137,7 @@ class Fermi(Teleprompter):
         max_prompt_chars: int = 1500,
         patience: int | None = None,
         max_lm_calls: int | None = None,
+        max_cost: float | None = None,
         num_threads: int | None = None,
         failure_score: float = 0.0,
         seed: int = 0,
@@ -175,6 +179,7 @@ class Fermi(Teleprompter):
         self.max_prompt_chars = max_prompt_chars
         self.patience = patience
         self.max_lm_calls = max_lm_calls
+        self.max_cost = max_cost
         self.num_threads = num_threads
         self.failure_score = failure_score
         self.seed = seed
@@ -236,8 +241,13 @@ class Fermi(Teleprompter):
                     len(demonstrations), self.num_iterations, self.num_candidates, self.memory_size)
 
         task_meter, proposer_meter = UsageMeter(), UsageMeter()
-        scoring_lm = task_lm if self.task_temperature is None else task_lm.copy(temperature=self.task_temperature)
+        budget = CallBudget(self.max_lm_calls, self.max_cost,
+                            lambda: (task_meter.usage() + proposer_meter.usage()).cost)
+        scoring_lm = with_budget(task_lm, budget)
+        if self.task_temperature is not None:
+            scoring_lm = scoring_lm.copy(temperature=self.task_temperature)
         task_meter.track(scoring_lm)
+        prompt_lm = with_budget(prompt_lm, budget)
         scorer = PromptScorer(student=student, base_instructions=base_instructions, metric=self.metric or
                               answer_accuracy, lm=scoring_lm, num_threads=num_threads,
                               failure_score=self.failure_score)
@@ -256,10 +266,10 @@ class Fermi(Teleprompter):
         calls_per_candidate = len(optimization)
 
         def spent() -> int:
-            return task_meter.calls + proposer_meter.calls
+            return budget.used
 
         def affordable(calls: int) -> bool:
-            return self.max_lm_calls is None or spent() + calls <= self.max_lm_calls
+            return budget.fits(calls)
 
         bar = tqdm(total=self.num_iterations * self.num_candidates * calls_per_candidate, desc="Fermi scoring",
                    unit="call", disable=not self.display_progress, leave=False, dynamic_ncols=True)
@@ -312,7 +322,8 @@ class Fermi(Teleprompter):
                             [round(s, 3) for s in record.memory_scores])
 
                 # STEP 5: stop early when nothing is left to learn, patience runs out, or the budget is spent.
-                if stop_reason == "budget":
+                if stop_reason == "budget" or budget.exhausted:
+                    stop_reason = "budget"
                     break
                 if memory.best is not None and not memory.best.misaligned(self.misaligned_threshold):
                     stop_reason = "perfect"
@@ -335,7 +346,7 @@ class Fermi(Teleprompter):
             )
 
         # STEP 6: build the personalized program with Retrieval-of-Prompt's routing data.
-        if valset and not affordable(len(memory) * len(valset)):
+        if valset and (budget.exhausted or not affordable(len(memory) * len(valset))):
             logger.warning("Fermi: the LM-call budget leaves no room to score the kept prompts on valset; skipped.")
             valset = None
         program = self._build_program(student, memory.ranked(), optimization, valset, scorer, base_instructions,
@@ -377,8 +388,11 @@ class Fermi(Teleprompter):
         if valset:
             with dspy.context(callbacks=[*dspy.settings.callbacks, task_meter]):
                 table = scorer.outcomes([p.prompt for p in kept], valset)
-            pool += list(valset)
-            scores = [row + [o.score for o in extra] for row, extra in zip(scores, table, strict=True)]
+            if any(o.unscored for row in table for o in row):
+                logger.warning("Fermi: the LM-call budget ran out while scoring valset; valset is not used.")
+            else:
+                pool += list(valset)
+                scores = [row + [o.score for o in extra] for row, extra in zip(scores, table, strict=True)]
         texts = [query_text(example.inputs(), self.retrieval_fields) for example in pool]
         if self.embedder is None:
             embedder: Any = TfidfEmbedder().fit(texts)

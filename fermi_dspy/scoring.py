@@ -7,6 +7,7 @@ from typing import Any
 
 import dspy
 
+from fermi_dspy.accounting import BudgetExhausted
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.metrics import Metric, label_fields, normalize_metric_output
 from fermi_dspy.parallel import parallel_map
@@ -17,12 +18,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ExampleOutcome:
-    """One prompt on one example: the metric's score, the model's answer and the metric's feedback."""
+    """One prompt on one example: the metric's score, the model's answer and the metric's feedback.
+
+    `unscored` marks an example skipped because the LM-call budget was spent (neither right nor wrong).
+    """
 
     score: float
     output: str
     feedback: str | None = None
     error: str | None = None
+    unscored: bool = False
 
 
 def render_output(example: dspy.Example, prediction: Any) -> str:
@@ -64,6 +69,8 @@ class PromptScorer:
         try:
             with dspy.context(lm=self.lm):
                 prediction = program(**example.inputs())
+        except BudgetExhausted as exc:
+            return ExampleOutcome(self.failure_score, "", None, str(exc), unscored=True)
         except Exception as exc:
             logger.warning("LM call failed on an example; scored %s: %s: %s", self.failure_score,
                            type(exc).__name__, exc)
@@ -113,8 +120,13 @@ class PromptScorer:
         first_index: int,
         on_result: Callable[[int, ExampleOutcome], None] | None = None,
     ) -> list[ScoredPrompt]:
-        """Score prompts on the optimization examples and return them as `ScoredPrompt`s."""
+        """Score prompts on the optimization examples and return them as `ScoredPrompt`s.
+
+        A prompt left incomplete because the LM-call budget ran out is dropped (it has no comparable score).
+        """
         table = self.outcomes(prompts, examples, on_result=on_result)
+        complete = [(prompt, row) for prompt, row in zip(prompts, table, strict=True)
+                    if not any(o.unscored for o in row)]
         return [
             ScoredPrompt(
                 prompt=prompt,
@@ -124,5 +136,5 @@ class PromptScorer:
                 iteration=iteration,
                 index=first_index + offset,
             )
-            for offset, (prompt, row) in enumerate(zip(prompts, table, strict=True))
+            for offset, (prompt, row) in enumerate(complete)
         ]

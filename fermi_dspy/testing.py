@@ -38,6 +38,11 @@ def format_chat_fields(fields: dict[str, Any]) -> str:
     return "\n\n".join([*parts, "[[ ## completed ## ]]"])
 
 
+def wants_json(request: Any, system: str) -> bool:
+    """Whether DSPy's JSONAdapter (rather than the ChatAdapter) made this request."""
+    return bool(getattr(request.config, "response_format", None)) or "[[ ## completed ## ]]" not in system
+
+
 class RuleEngine:
     """A DSPy engine answering with a Python function; thread-safe; records every request in `calls`."""
 
@@ -56,7 +61,7 @@ class RuleEngine:
             self.calls.append(RecordedCall(system, user, getattr(config, "temperature", None),
                                            getattr(config, "max_tokens", None)))
         fields = self.respond(system, user)
-        if getattr(config, "response_format", None):
+        if wants_json(request, system):
             text = json.dumps(fields)
         else:
             text = format_chat_fields(fields)

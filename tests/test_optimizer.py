@@ -229,3 +229,37 @@ def test_returned_program_is_a_personalized_dspy_module(examples):
     program = fermi().compile(OpinionQA(), trainset=examples, profile={"A": "b"})
     assert isinstance(program, PersonalizedProgram) and isinstance(program, dspy.Module)
     assert not any(p.lm for _, p in program.named_predictors())
+
+
+def test_budget_holds_exactly_even_when_adapter_retries_add_calls(examples):
+    """Every ChatAdapter parse failure makes a second (JSON) call; the cap still holds per call."""
+    import json
+
+    from fermi_dspy.testing import RuleEngine, wants_json
+
+    class Flaky(RuleEngine):
+        def complete(self, request):
+            response = super().complete(request)
+            if not wants_json(request, request.system or ""):  # break the ChatAdapter format
+                from dspy.lm15 import Message, Response, TextPart
+
+                return Response(id=None, model=request.model, message=Message.assistant([TextPart("garbled")]),
+                                finish_reason="stop", usage=response.usage)
+            return response
+
+    from tests.scripted import task_respond
+
+    task = dspy.LM("rule/flaky", engine=Flaky(task_respond), cache=False)
+    proposer = proposer_lm()
+    for cap in (23, 37, 50):
+        task.engine.calls.clear()
+        proposer.engine.calls.clear()
+        program = fermi(task_model=task, prompt_model=proposer, max_lm_calls=cap, num_threads=2).compile(
+            OpinionQA(), trainset=examples, profile={"A": "b"}
+        )
+        made = len(task.engine.calls) + len(proposer.engine.calls)
+        assert made <= cap
+        assert program.detailed_results.stop_reason == "budget"
+        usage = program.detailed_results
+        assert usage.task_usage.calls + usage.proposer_usage.calls == made
+        json.dumps(usage.to_dict())

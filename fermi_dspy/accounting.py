@@ -93,7 +93,7 @@ class UsageMeter(BaseCallback):
         return LMUsage(calls, failed, prompt, completion, sum(costs) if costs else None)
 
 
-class BudgetExhausted(RuntimeError):
+class BudgetExhaustedError(RuntimeError):
     """Raised instead of making an LM call that the compile's budget does not allow."""
 
 
@@ -124,17 +124,17 @@ class CallBudget:
         """Take one call from the budget.
 
         Raises:
-            BudgetExhausted: The call cap or the cost cap is reached; the call must not be made.
+            BudgetExhaustedError: The call cap or the cost cap is reached; the call must not be made.
         """
         with self._lock:
             if self.max_calls is not None and self.used >= self.max_calls:
                 self.exhausted = True
-                raise BudgetExhausted(f"the LM-call budget of {self.max_calls} calls is spent")
+                raise BudgetExhaustedError(f"the LM-call budget of {self.max_calls} calls is spent")
             if self.max_cost is not None and self.cost_so_far is not None:
                 cost = self.cost_so_far()
                 if cost is not None and cost >= self.max_cost:
                     self.exhausted = True
-                    raise BudgetExhausted(f"the cost budget of ${self.max_cost:.4f} is spent (${cost:.4f})")
+                    raise BudgetExhaustedError(f"the cost budget of ${self.max_cost:.4f} is spent (${cost:.4f})")
             self.used += 1
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import dspy
 
-from fermi_dspy.accounting import BudgetExhausted, UsageMeter
+from fermi_dspy.accounting import BudgetExhaustedError, UsageMeter
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.parallel import parallel_map
 
@@ -201,7 +201,7 @@ class Proposer:
         try:
             with dspy.context(lm=lm):
                 prediction = dspy.Predict(self.signature)(**fields)
-        except BudgetExhausted:
+        except BudgetExhaustedError:
             return None
         except Exception as exc:
             logger.warning("Skipped a proposal the proposer LM failed to produce: %s: %s", type(exc).__name__, exc)

@@ -7,7 +7,7 @@ from typing import Any
 
 import dspy
 
-from fermi_dspy.accounting import BudgetExhausted
+from fermi_dspy.accounting import BudgetExhaustedError
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.metrics import Metric, label_fields, normalize_metric_output
 from fermi_dspy.parallel import parallel_map
@@ -69,7 +69,7 @@ class PromptScorer:
         try:
             with dspy.context(lm=self.lm):
                 prediction = program(**example.inputs())
-        except BudgetExhausted as exc:
+        except BudgetExhaustedError as exc:
             return ExampleOutcome(self.failure_score, "", None, str(exc), unscored=True)
         except Exception as exc:
             logger.warning("LM call failed on an example; scored %s: %s: %s", self.failure_score,

@@ -84,10 +84,28 @@ def _panelist_id(obj: dict[str, Any]) -> str:
     return require_id(obj, "user_id")
 
 
+# OpinionQA's 12 attribute codes and the names the OpinionQA paper gives them (readable for an LM).
+ATTRIBUTE_NAMES = {
+    "CREGION": "Region",
+    "AGE": "Age",
+    "SEX": "Sex",
+    "EDUCATION": "Education",
+    "CITIZEN": "US citizen",
+    "MARITAL": "Marital status",
+    "RELIG": "Religion",
+    "RELIGATTEND": "Religious attendance",
+    "POLPARTY": "Political party",
+    "INCOME": "Income",
+    "POLIDEOLOGY": "Political ideology",
+    "RACE": "Race",
+}
+
+
 def _panelist(obj: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
     # `qkey` (the ATP respondent key) and `profile_extra` are not carried over: the user id suffices, and Pew's terms
-    # ask for no re-identification attempts.
-    return check_profile(require(obj, "profile"), "profile"), {}
+    # ask for no re-identification attempts. Attribute codes become their readable names.
+    profile = check_profile(require(obj, "profile"), "profile")
+    return {ATTRIBUTE_NAMES.get(key, key): value for key, value in profile.items()}, {}
 
 
 def _hwang_id(obj: dict[str, Any]) -> str:

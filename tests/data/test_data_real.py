@@ -9,21 +9,10 @@ import pytest
 
 from fermi_dspy.data import DataError, UserRecord, load_users
 from fermi_dspy.data.globalopinionqa import is_non_answer
+from fermi_dspy.data.opinionqa import ATTRIBUTE_NAMES
 
-OPINIONQA_ATTRIBUTES = {
-    "CREGION",
-    "AGE",
-    "SEX",
-    "EDUCATION",
-    "CITIZEN",
-    "MARITAL",
-    "RELIG",
-    "RELIGATTEND",
-    "POLPARTY",
-    "INCOME",
-    "POLIDEOLOGY",
-    "RACE",
-}
+# The 12 OpinionQA attributes, under the readable names the loader gives their ATP codes.
+OPINIONQA_ATTRIBUTES = set(ATTRIBUTE_NAMES.values())
 
 
 def _raw(path):
@@ -92,7 +81,7 @@ def test_panelists_match_their_own_raw_line(panelists):
         answers = raw[record.user_id]["answers"]
         assert record.example_ids == tuple(a["qid"] for a in answers)
         assert [e.answer for e in record.examples] == [a["answer"] for a in answers]
-        assert record.profile == raw[record.user_id]["profile"]
+        assert record.profile == {ATTRIBUTE_NAMES[k]: v for k, v in raw[record.user_id]["profile"].items()}
         assert raw[record.user_id]["n_answers"] == len(record)
 
 

@@ -305,7 +305,8 @@ class Fermi(Teleprompter):
                 if candidates:
                     with dspy.context(callbacks=[*dspy.settings.callbacks, task_meter]):
                         scored = scorer.score(candidates, optimization, iteration=iteration, first_index=created,
-                                              on_result=lambda *_: bar.update(1))
+                                              on_result=lambda *_: bar.update(1),
+                                              one_at_a_time=self.max_lm_calls is not None or self.max_cost is not None)
                     created += len(scored)
                 else:
                     scored = []

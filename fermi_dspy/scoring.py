@@ -119,12 +119,24 @@ class PromptScorer:
         iteration: int,
         first_index: int,
         on_result: Callable[[int, ExampleOutcome], None] | None = None,
+        one_at_a_time: bool = False,
     ) -> list[ScoredPrompt]:
         """Score prompts on the optimization examples and return them as `ScoredPrompt`s.
 
         A prompt left incomplete because the LM-call budget ran out is dropped (it has no comparable score).
+        With `one_at_a_time` (used under a budget), prompts are scored one after another (each on all examples in
+        parallel), so at most the last one is left incomplete and the outcome does not depend on thread timing.
         """
-        table = self.outcomes(prompts, examples, on_result=on_result)
+        if one_at_a_time:
+            table = []
+            for prompt in prompts:
+                row = self.outcomes([prompt], examples, on_result=on_result)[0]
+                table.append(row)
+                if any(o.unscored for o in row):
+                    break
+            prompts = prompts[: len(table)]
+        else:
+            table = self.outcomes(prompts, examples, on_result=on_result)
         complete = [(prompt, row) for prompt, row in zip(prompts, table, strict=True)
                     if not any(o.unscored for o in row)]
         return [

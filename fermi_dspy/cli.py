@@ -2,6 +2,8 @@
 
     fermi-dspy run                      # the main job: Fermi vs two baselines on a few real users, local LM
     fermi-dspy run --data hwang --users 5 --lm openai/gpt-4o-mini
+    fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run   # many users: estimate, then run/resume
+    fermi-dspy bench --data hwang --users 10                             # every method on the same splits
     fermi-dspy models list | fetch NAME # the embedded local models
 """
 
@@ -92,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every iteration")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    from fermi_dspy.runs.cli import add_arguments as add_personalize_arguments
+
+    personalize = sub.add_parser("personalize", help="personalize many users into a resumable run directory",
+                                 description="Personalize many users with Fermi into a resumable, budgeted run "
+                                 "directory (re-run the same command to resume).")
+    add_personalize_arguments(personalize)
     models = sub.add_parser("models", help="list or fetch the embedded local models", add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -114,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "personalize":
+            from fermi_dspy.runs.cli import main as personalize_main
+
+            return personalize_main(args)
     except KeyboardInterrupt:
         print("\ninterrupted; finished users are saved, re-run the same command to resume", file=sys.stderr)
         return 130

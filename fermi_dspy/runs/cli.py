@@ -1,0 +1,196 @@
+"""`fermi-dspy personalize` (also `python -m fermi_dspy.runs`): personalize many users into a run directory.
+
+    fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run          # what it will cost; nothing spent
+    fermi-dspy personalize --data hwang --run-dir runs/hwang --users 100 --workers 2
+    fermi-dspy personalize --data hwang --run-dir runs/hwang --users 100 --workers 2   # again: resumes
+    fermi-dspy personalize --data hwang --run-dir runs/big --engine ray --lm openai/gpt-4o-mini \\
+        --api-key-env OPENAI_API_KEY --max-calls 50000 --max-cost 20 --workers 16 --threads 4
+
+Exit status: 0 every user finished (or dry run); 3 some users failed or got no budget (listed; re-run to retry);
+1 the run was refused (bad records, changed settings, locked directory, missing Ray, bad options); 130 interrupted.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from fermi_dspy.runs.lms import LMConfig
+
+EXIT_OK, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 3, 130
+PAPER = {"iterations": 10, "candidates": 4, "memory": 5, "train": 20}
+DEFAULTS = {"iterations": 3, "candidates": 3, "memory": 5, "train": 10}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `personalize` options to `parser`."""
+    data = parser.add_argument_group("users")
+    data.add_argument("--data", default="panelists", help="panelists (default), hwang or global")
+    data.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
+    data.add_argument("--users", type=int, default=None, help="only the first N users (default: all)")
+    data.add_argument("--train", type=int, default=None, help=f"answers per user to learn from (default "
+                      f"{DEFAULTS['train']}; {PAPER['train']} with --paper)")
+    data.add_argument("--test", type=int, default=20, help="held-out answers per user to score on (default 20)")
+    data.add_argument("--on-bad-record", choices=["raise", "skip"], default="raise",
+                      help="refuse to start when the data has bad records (default), or skip and list them")
+
+    fermi = parser.add_argument_group("Fermi")
+    fermi.add_argument("--iterations", type=int, default=None, help=f"T (default {DEFAULTS['iterations']})")
+    fermi.add_argument("--candidates", type=int, default=None, help=f"K (default {DEFAULTS['candidates']})")
+    fermi.add_argument("--memory", type=int, default=None, help=f"L (default {DEFAULTS['memory']})")
+    fermi.add_argument("--paper", action="store_true", help="the paper's settings: T=10, K=4, L=5, 20 train answers")
+    fermi.add_argument("--student", default=None, help="module:attribute of the program to personalize "
+                       "(default programs.opinion_qa:OpinionQA)")
+    fermi.add_argument("--seed", type=int, default=0)
+
+    lms = parser.add_argument_group("language models")
+    lms.add_argument("--lm", default=None, help="task LM: 'local' (default), 'local:<model>', a .gguf path, a "
+                     "DSPy/LiteLLM model such as openai/gpt-4o-mini, or factory:<module>:<function> (env FERMI_LM)")
+    lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (default: the task LM)")
+    lms.add_argument("--local-model", default=None, help="the embedded model 'local' means")
+    lms.add_argument("--local-threads", type=int, default=None, help="CPU threads of each local in-process engine")
+    lms.add_argument("--route", choices=["inprocess", "server"], default="inprocess")
+    lms.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
+    lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never "
+                     "written anywhere)")
+    lms.add_argument("--num-retries", type=int, default=None, help="retries of an LM call after a timeout, "
+                     "connection error, 429 or 5xx, with exponential backoff (default: DSPy's)")
+    lms.add_argument("--timeout", type=float, default=None, help="seconds per HTTP request")
+    lms.add_argument("--no-cache", action="store_true", help="turn DSPy's response cache off")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--run-dir", required=True, help="the run directory; re-running the same command resumes")
+    run.add_argument("--engine", choices=["threads", "ray"], default="threads",
+                     help="local threads (default) or Ray tasks (cluster from --ray-address / $RAY_ADDRESS)")
+    run.add_argument("--workers", type=int, default=None, help="users at once (threads default 1; Ray default: "
+                     "the cluster's CPUs)")
+    run.add_argument("--threads", type=int, default=1, help="parallel LM calls within a user (default 1)")
+    run.add_argument("--ray-address", default=None, help="Ray cluster address")
+    run.add_argument("--ray-cpus-per-user", type=float, default=1.0)
+    run.add_argument("--user-retries", type=int, default=0, help="extra attempts for a failed user in this run")
+    run.add_argument("--no-retry-failed", action="store_true", help="on resume, leave users that failed as they are")
+    run.add_argument("--dry-run", action="store_true", help="print the expected LM calls, tokens and cost; spend "
+                     "nothing")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--log", choices=["debug", "info", "warning"], default="info",
+                     help="log level of the run (info: one line per user)")
+
+    budget = parser.add_argument_group("budgets")
+    budget.add_argument("--max-calls-per-user", type=int, default=None, help="cap on each user's LM calls")
+    budget.add_argument("--max-calls", type=int, default=None, help="cap on the whole run's LM calls")
+    budget.add_argument("--max-cost-per-user", type=float, default=None, help="USD cap per user (hosted models)")
+    budget.add_argument("--max-cost", type=float, default=None, help="USD cap on the run (hosted models)")
+
+
+def _lm(args: argparse.Namespace, spec: str | None) -> LMConfig:
+    return LMConfig(spec=spec, api_base=args.api_base, api_key_env=args.api_key_env, local_model=args.local_model,
+                    route=args.route, local_threads=args.local_threads, cache=not args.no_cache,
+                    num_retries=args.num_retries, timeout=args.timeout)
+
+
+def _common(args: argparse.Namespace) -> dict[str, Any]:
+    paper = PAPER if args.paper else {}
+
+    def pick(name: str) -> int:
+        value = getattr(args, name)
+        return value if value is not None else paper.get(name, DEFAULTS[name])
+
+    task = _lm(args, args.lm)
+    return {
+        "data_path": args.data_path,
+        "limit": args.users,
+        "n_train": pick("train"),
+        "n_test": args.test,
+        "student": args.student,
+        "fermi": {"num_iterations": pick("iterations"), "num_candidates": pick("candidates"),
+                  "memory_size": pick("memory"), "retrieval_fields": ["question"]},
+        "task_lm": task,
+        "proposer_lm": _lm(args, args.proposer_lm) if args.proposer_lm else None,
+        "seed": args.seed,
+        "max_workers": args.workers,
+        "num_threads": args.threads,
+        "max_calls_per_user": args.max_calls_per_user,
+        "max_calls_per_run": args.max_calls,
+        "max_cost_per_user": args.max_cost_per_user,
+        "max_cost_per_run": args.max_cost,
+        "on_bad_record": args.on_bad_record,
+        "retry_failed": not args.no_retry_failed,
+    }
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("fermi_dspy.runs").setLevel(getattr(logging, level.upper()))
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """While the block runs, treat SIGTERM (a scheduler's or container's stop) like Ctrl-C: the running users stop,
+    the summary is written and the command exits 130."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `fermi-dspy personalize` with parsed arguments; return the exit status."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from fermi_dspy.data import DataError
+    from fermi_dspy.runs.api import estimate_users, personalize_users
+    from fermi_dspy.runs.errors import RunError
+    from fermi_dspy.runs.redact import install_log_redaction
+
+    _configure_logging(args.log)
+    install_log_redaction()
+    common = _common(args)
+    try:
+        if args.dry_run:
+            estimate = estimate_users(args.data, run_dir=args.run_dir, **common)
+            print(f"Dry run (nothing spent) for {args.run_dir}:\n{estimate.format()}")
+            return EXIT_OK
+        with _stop_on_sigterm(), logging_redirect_tqdm():
+            summary = personalize_users(
+                args.data, run_dir=args.run_dir, engine=args.engine, user_retries=args.user_retries,
+                display_progress=not args.no_progress, ray_address=args.ray_address,
+                ray_cpus_per_user=args.ray_cpus_per_user, **common)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished users are saved: re-run the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except DataError as exc:
+        print(f"error: {exc}\nOn the command line: --on-bad-record skip leaves them out and lists them in "
+              f"{args.run_dir}/input_problems.json.", file=sys.stderr)
+        return EXIT_REFUSED
+    except (RunError, ValueError, TypeError, ImportError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(summary.format())
+    return EXIT_OK if summary.ok else EXIT_INCOMPLETE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m fermi_dspy.runs` (the same options as `fermi-dspy personalize`)."""
+    parser = argparse.ArgumentParser(prog="python -m fermi_dspy.runs",
+                                     description="Personalize many users with Fermi into a resumable run directory.")
+    add_arguments(parser)
+    return parser
+
+
+__all__ = ["add_arguments", "build_parser", "main"]

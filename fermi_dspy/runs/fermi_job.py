@@ -1,0 +1,282 @@
+"""`FermiJob`: personalize one user with Fermi, score the result on the user's held-out answers, save the program."""
+
+import importlib
+import inspect
+import json
+import logging
+import random
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, with_budget
+from fermi_dspy.metrics import answer_accuracy, normalize_metric_output
+from fermi_dspy.optimizer import Fermi, render_task, split_examples
+from fermi_dspy.parallel import parallel_map
+from fermi_dspy.profile import initial_prompt, render_profile
+from fermi_dspy.program import PersonalizedProgram
+from fermi_dspy.proposal import render_demonstrations
+from fermi_dspy.runs.estimate import reply_chars, request_chars, tokens_of
+from fermi_dspy.runs.jobs import JobContext, JobOutput, UserData, UserJob, WorkEstimate, describe_object
+from fermi_dspy.scoring import render_output
+from fermi_dspy.signatures import ProposePersonalizedPrompt, ProposePromptFromScores
+from fermi_dspy.validation import MIN_TRAINSET_SIZE, validate_examples
+from fermi_dspy.variants import compose_instruction, target_instructions
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STUDENT = "programs.opinion_qa:OpinionQA"
+
+#: Fermi arguments the run sets itself, with the run option to use instead.
+RESERVED_FERMI_ARGUMENTS = {
+    "prompt_model": "proposer_lm",
+    "task_model": "task_lm",
+    "max_lm_calls": "max_calls_per_user / max_calls_per_run",
+    "max_cost": "max_cost_per_user / max_cost_per_run",
+    "seed": "seed",
+    "num_threads": "num_threads",
+    "display_progress": "display_progress",
+}
+
+_TYPICAL_PROPOSAL_CHARS = 400
+_SAMPLED_EXAMPLES = 5
+
+
+def resolve_student(student: dspy.Module | str | Callable[[], dspy.Module] | None) -> dspy.Module:
+    """The student program from an instance, a zero-argument factory, or an import path "module:attribute"."""
+    if student is None:
+        student = DEFAULT_STUDENT
+    if isinstance(student, str):
+        module_name, _, attribute = student.partition(":")
+        if not attribute:
+            raise ValueError(f"student {student!r}: write <module>:<class or function>, e.g. {DEFAULT_STUDENT}.")
+        student = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(student, dspy.Module) and callable(student):
+        student = student()
+    if not isinstance(student, dspy.Module):
+        raise TypeError(f"student must be a dspy.Module, got {type(student).__name__}.")
+    return student
+
+
+def _program_json(program: PersonalizedProgram) -> str:
+    with tempfile.TemporaryDirectory(prefix="fermi-program-") as folder:
+        path = Path(folder) / "program.json"
+        program.save(str(path))
+        return path.read_text()
+
+
+class FermiJob(UserJob):
+    """Personalize one user with `Fermi`, then score the personalized program on the user's test examples.
+
+    Writes users/<id>/program.json (load it with `PersonalizedProgram(student).load(path)`) and details.json (the
+    compile's `FermiResult`, iteration by iteration, and the test answers). The user's LM-call allotment covers both:
+    the compile gets the allotment minus one call per test example, and the evaluation whatever is left.
+
+    Args:
+        student: The program to personalize: a `dspy.Module`, a zero-argument factory, or "module:attribute"
+            (default `programs.opinion_qa:OpinionQA`).
+        fermi: `Fermi` arguments (num_iterations, num_candidates, memory_size, retrieval_fields, metric, ...). The LMs,
+            call and cost caps, seed, threads and progress are set by the run.
+        evaluate: Score the personalized program on each user's test examples.
+    """
+
+    name = "fermi"
+
+    def __init__(
+        self,
+        student: dspy.Module | str | Callable[[], dspy.Module] | None = None,
+        *,
+        fermi: Mapping[str, Any] | None = None,
+        evaluate: bool = True,
+    ) -> None:
+        settings = dict(fermi or {})
+        reserved = sorted(set(settings) & set(RESERVED_FERMI_ARGUMENTS))
+        if reserved:
+            hints = ", ".join(f"{k} -> {RESERVED_FERMI_ARGUMENTS[k]}" for k in reserved)
+            raise ValueError(f"Fermi arguments {reserved} are set by the run; use the run's options instead ({hints}).")
+        known = set(inspect.signature(Fermi.__init__).parameters) - {"self"}
+        unknown = sorted(set(settings) - known)
+        if unknown:
+            raise ValueError(f"unknown Fermi arguments {unknown}; see help(fermi_dspy.Fermi).")
+        self.optimizer = Fermi(**settings, display_progress=False)  # checks the values now, before any user runs
+        self.fermi = settings
+        self.student = resolve_student(student)
+        self.evaluate = evaluate
+        self._base_instructions = target_instructions(self.student, self.optimizer.predictors)
+
+    def describe(self) -> dict[str, Any]:
+        student = type(self.student)
+        params = self.optimizer.get_params()
+        for key in ("prompt_model", "task_model", "display_progress"):
+            params.pop(key, None)
+        for key in RESERVED_FERMI_ARGUMENTS:
+            params.pop(key, None)
+        return {
+            "name": self.name,
+            "student": f"{student.__module__}.{student.__qualname__}",
+            "student_instructions": self._base_instructions,
+            "fermi": describe_object(params),
+            "evaluate": self.evaluate,
+        }
+
+    def check(self, user: UserData) -> str | None:
+        check_answers = self.optimizer.metric is None
+        try:
+            validate_examples(list(user.train), name="train", student=self.student, min_size=MIN_TRAINSET_SIZE,
+                              check_answers=check_answers)
+            if self.evaluate and user.test:
+                validate_examples(list(user.test), name="test", student=self.student, check_answers=check_answers)
+            render_profile(user.profile)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
+        return None
+
+    # -- estimate -------------------------------------------------------------------------------------------------
+
+    def _task_chars(self, prompt: str, examples: list[dspy.Example]) -> tuple[int, int, int]:
+        """(request chars, typical reply chars, longest reply chars) of one task call, averaged over a few examples."""
+        name, base = next(iter(self._base_instructions.items()))
+        signature = dict(self.student.named_predictors())[name].signature
+        signature = signature.with_instructions(compose_instruction(prompt, base))
+        sample = examples[:_SAMPLED_EXAMPLES] or [None]
+        request = reply = longest = 0
+        for example in sample:
+            inputs = {k: v for k, v in (example.inputs().items() if example is not None else ())
+                      if k in signature.input_fields}
+            request += request_chars(signature, {k: inputs.get(k, "") for k in signature.input_fields})
+            labels = dict(example.labels()) if example is not None else {}
+            outputs = {k: labels.get(k, "") for k in signature.output_fields}
+            reply += reply_chars(outputs)
+            options = example.get("options") if example is not None else None
+            widest = max((str(o) for o in options), key=len) if isinstance(options, list) and options else ""
+            longest += reply_chars({k: max(str(v), widest, key=len) for k, v in outputs.items()})
+        n = len(sample)
+        return request // n, reply // n, longest // n
+
+    def _proposer_chars(self, user: UserData, demonstrations: list[dspy.Example], scored_chars: int) -> int:
+        signature = self.optimizer.proposer_signature or (
+            ProposePersonalizedPrompt if self.optimizer.feedback == "misaligned" else ProposePromptFromScores)
+        fields = {
+            "profile": render_profile(user.profile) or "(no profile given)",
+            "task": render_task(self._base_instructions),
+            "demonstrations": render_demonstrations(demonstrations),
+            "scored_prompts": "x" * scored_chars,
+        }
+        return request_chars(signature, {k: fields[k] for k in signature.input_fields})
+
+    def _calls(self, user: UserData) -> tuple[int, int, int, int]:
+        """(optimization examples, scoring calls, proposals, test calls) at most, assuming one LM call per
+        personalized predictor per example."""
+        o = self.optimizer
+        n = len(user.train)
+        n_demo = round(n * o.demo_fraction)
+        if o.demo_fraction > 0 and n >= 2:
+            n_demo = max(1, n_demo)
+        n_optimization = n - min(n_demo, n - 1)  # as `split_examples` does
+        predictors = len(self._base_instructions)
+        scoring = o.num_iterations * o.num_candidates * n_optimization * predictors
+        proposals = max(0, o.num_iterations * o.num_candidates - 1)
+        testing = (len(user.test) if self.evaluate else 0) * predictors
+        return n_optimization * predictors, scoring, proposals, testing
+
+    def call_bounds(self, user: UserData, *, seed: int = 0) -> tuple[int, int]:
+        first_candidate, scoring, proposals, testing = self._calls(user)
+        return first_candidate + testing, scoring + proposals + testing
+
+    def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
+        o = self.optimizer
+        train, test = list(user.train), list(user.test) if self.evaluate else []
+        optimization, demonstrations = split_examples(train, o.demo_fraction, random.Random(seed))
+        first_candidate, scoring, proposals, testing = self._calls(user)
+        task_calls = scoring + testing
+
+        typical_prompt = initial_prompt(user.profile) or "x" * _TYPICAL_PROPOSAL_CHARS
+        request, reply, _ = self._task_chars(typical_prompt, optimization + test)
+        request_max, _, reply_max = self._task_chars("x" * o.max_prompt_chars, optimization + test)
+        proposer = self._proposer_chars(user, demonstrations, o.context_budget_chars // 2)
+        proposer_max = self._proposer_chars(user, demonstrations, o.context_budget_chars)
+        proposal = reply_chars({"new_prompt": "x" * min(o.max_prompt_chars, _TYPICAL_PROPOSAL_CHARS)})
+        proposal_max = reply_chars({"new_prompt": "x" * o.max_prompt_chars})
+        return WorkEstimate(
+            calls_max=task_calls + proposals,
+            min_calls=first_candidate + testing,
+            task_calls=task_calls,
+            proposer_calls=proposals,
+            prompt_tokens=task_calls * tokens_of(request) + proposals * tokens_of(proposer),
+            completion_tokens=task_calls * tokens_of(reply) + proposals * tokens_of(proposal),
+            prompt_tokens_max=task_calls * tokens_of(request_max) + proposals * tokens_of(proposer_max),
+            completion_tokens_max=task_calls * tokens_of(reply_max) + proposals * tokens_of(proposal_max),
+        )
+
+    # -- run ------------------------------------------------------------------------------------------------------
+
+    def run(self, user: UserData, context: JobContext) -> JobOutput:
+        test = list(user.test) if self.evaluate else []
+        compile_calls = None if context.max_calls is None else context.max_calls - len(test)
+        compile_cost = context.max_cost
+        if compile_cost is not None and test:  # keep the test's share of the USD allotment for the test
+            _, scoring, proposals, testing = self._calls(user)
+            compile_cost *= (scoring + proposals) / (scoring + proposals + testing)
+        optimizer = Fermi(
+            **self.fermi, prompt_model=context.proposer_lm, task_model=context.task_lm, max_lm_calls=compile_calls,
+            max_cost=compile_cost, seed=context.seed, num_threads=context.num_threads, display_progress=False,
+        )
+        program = optimizer.compile(self.student, trainset=list(user.train), profile=user.profile)
+        compiled = program.detailed_results
+        compile_calls_used = context.usage().calls
+        scores, answers = self._evaluate(program, test, context) if test else ([], [])
+        scored = [s for s in scores if s is not None]
+        unscored = len(scores) - len(scored)
+        result = {
+            "train_score": compiled.best_score,
+            "test_accuracy": sum(scored) / len(scored) if scored else None,
+            "test_scored": len(scored),
+            "test_unscored": unscored,
+            "stop_reason": compiled.stop_reason,
+            "n_train": len(user.train),
+            "n_test": len(test),
+            "n_optimization": compiled.num_optimization_examples,
+            "n_demonstrations": compiled.num_demonstration_examples,
+            "candidates_scored": compiled.num_candidates_scored,
+            "prompts_kept": len(program.prompts),
+            "best_prompt": program.prompts[0],
+            "calls": {
+                "compile_task": compiled.task_usage.calls,
+                "compile_proposer": compiled.proposer_usage.calls,
+                "test": context.usage().calls - compile_calls_used,
+            },
+        }
+        details = {key: value for key, value in compiled.to_dict().items() if key != "seconds"}
+        details["test"] = {"scores": scores, "answers": answers}
+        files = {"program.json": _program_json(program), "details.json": json.dumps(details, indent=1, default=str)}
+        return JobOutput(result, files, budget_limited=compiled.stop_reason == "budget" or unscored > 0)
+
+    def _evaluate(
+        self, program: PersonalizedProgram, test: list[dspy.Example], context: JobContext
+    ) -> tuple[list[float | None], list[str]]:
+        """Score the program on the test examples within what is left of the user's allotment (None: unscored)."""
+        left = None if context.max_calls is None else max(0, context.max_calls - context.usage().calls)
+        budget = CallBudget(left, context.max_cost, lambda: context.usage().cost)
+        lm = with_budget(context.task_lm, budget)
+        metric = self.optimizer.metric or answer_accuracy
+
+        def one(example: dspy.Example) -> tuple[float | None, str]:
+            try:
+                with dspy.context(lm=lm):
+                    prediction = program(**example.inputs())
+            except BudgetExhaustedError:
+                return None, ""
+            except Exception as exc:
+                logger.warning("A test example failed (scored 0): %s: %s", type(exc).__name__, exc)
+                return 0.0, f"[error] {type(exc).__name__}"
+            try:
+                return normalize_metric_output(metric(example, prediction)).score, render_output(example, prediction)
+            except Exception as exc:
+                logger.warning("The metric raised on a test example (scored 0): %s: %s", type(exc).__name__, exc)
+                return 0.0, render_output(example, prediction)
+
+        rows = parallel_map(one, test, num_threads=context.num_threads)
+        return [r[0] for r in rows], [r[1] for r in rows]

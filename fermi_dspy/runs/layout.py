@@ -1,0 +1,229 @@
+"""The run directory: where everything lives, written atomically and with secrets removed.
+
+    <run_dir>/
+      manifest.json            what this run is: job settings, data source (path + sha256), LM specs (no secrets),
+                               seed, per-user caps, versions, and the fingerprint a resume must match
+      input_problems.json      bad records found in the input (file, line, user, kind, reason) and users left out
+      events.jsonl             append-only log: run_started, user_started, user_done, user_failed, user_not_started,
+                               run_finished (one JSON object per line; a line cut by a kill is ignored)
+      users/<dir>/result.json  a finished user (written last: its presence is what "finished" means)
+      users/<dir>/program.json the user's personalized program (and any other files the job returns)
+      users/<dir>/failure.json the user's last attempt failed: reason, error type, attempts, calls spent
+      failures.json            every user whose last attempt failed, rewritten at the end of each invocation
+      summary.json             counts, LM usage, budget, throughput; rewritten at the end of each invocation
+      .lock                    held (flock) by the process running the directory
+
+<dir> is the user id when it is a safe file name, else a slug of it plus a hash (result.json keeps the real id).
+Every file is written to a temporary file in the same folder, flushed to disk and renamed over the target, so a
+reader (or a resume after SIGKILL) sees either the old or the new file, never half of one.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fermi_dspy.runs.errors import RunLockedError
+from fermi_dspy.runs.redact import redact
+
+MANIFEST = "manifest.json"
+SUMMARY = "summary.json"
+FAILURES = "failures.json"
+INPUT_PROBLEMS = "input_problems.json"
+EVENTS = "events.jsonl"
+USERS = "users"
+RESULT = "result.json"
+FAILURE = "failure.json"
+LOCK = ".lock"
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_RESERVED_FILES = {RESULT, FAILURE}
+
+
+def user_dir_name(user_id: str) -> str:
+    """The folder name of a user: the id itself when it is a safe file name, else a slug plus a short hash."""
+    if _SAFE_NAME.fullmatch(user_id) and not user_id.endswith(".tmp"):
+        return user_id
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", user_id).strip("-.")[:60] or "user"
+    return f"{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:12]}"
+
+
+def to_json(data: Any) -> str:
+    """Pretty, stable JSON text."""
+    return json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n"
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
+    """Write `text` (secrets removed) to a temporary file beside `path`, fsync it, and rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(redact(text))
+        handle.flush()
+        if durable:
+            os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None if it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class RunDir:
+    """Paths and atomic writes of one run directory (see the module docstring for the layout).
+
+    Only the process driving the run writes here; workers return their files to it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._events_lock = threading.Lock()
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def users_path(self) -> Path:
+        return self.path / USERS
+
+    def user_path(self, user_id: str) -> Path:
+        return self.users_path / user_dir_name(user_id)
+
+    def exists(self) -> bool:
+        """Whether a run was started here (it has a manifest)."""
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        return read_json(self.manifest_path)
+
+    def write_json(self, name: str, data: Any) -> None:
+        """Write a top-level JSON file atomically."""
+        write_atomic(self.path / name, to_json(data))
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock while the block runs; another process holding it raises `RunLockedError`."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        handle = (self.path / LOCK).open("a+")
+        try:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLockedError(
+                    f"{self.path} is being run by {holder}; wait for it to finish (or stop it) before resuming."
+                ) from exc
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    # -- per user -------------------------------------------------------------------------------------------------
+
+    def read_result(self, user_id: str) -> dict[str, Any] | None:
+        """A finished user's result.json, or None if the user has not finished."""
+        data = read_json(self.user_path(user_id) / RESULT)
+        return data if isinstance(data, dict) and data.get("user_id") == user_id else None
+
+    def read_failure(self, user_id: str) -> dict[str, Any] | None:
+        """The failure.json of a user whose last attempt failed, or None."""
+        data = read_json(self.user_path(user_id) / FAILURE)
+        return data if isinstance(data, dict) and data.get("user_id") == user_id else None
+
+    def commit_user(self, user_id: str, result: dict[str, Any], files: dict[str, str]) -> None:
+        """Write a finished user's files, then its result.json (the commit point), then drop any failure.json."""
+        folder = self.user_path(user_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        for name, text in files.items():
+            if name in _RESERVED_FILES or Path(name).name != name or name.startswith("."):
+                raise ValueError(f"a job may not write a file named {name!r}")
+            write_atomic(folder / name, text, durable=False)
+        write_atomic(folder / RESULT, to_json(result))
+        (folder / FAILURE).unlink(missing_ok=True)
+        self._fsync_dir(folder)
+
+    def record_failure(self, user_id: str, failure: dict[str, Any]) -> None:
+        """Write (replace) a user's failure.json."""
+        write_atomic(self.user_path(user_id) / FAILURE, to_json(failure))
+
+    @staticmethod
+    def _fsync_dir(folder: Path) -> None:
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    # -- events ---------------------------------------------------------------------------------------------------
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one event to events.jsonl (secrets removed)."""
+        line = json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": kind, **fields}, default=str,
+                          ensure_ascii=False)
+        with self._events_lock:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with (self.path / EVENTS).open("a", encoding="utf-8") as handle:
+                handle.write(redact(line) + "\n")
+
+    def end_cut_event(self) -> None:
+        """Close a last events.jsonl line that a kill cut short, so the next event starts on its own line."""
+        path = self.path / EVENTS
+        try:
+            with path.open("rb") as handle:
+                handle.seek(-1, os.SEEK_END)
+                cut = handle.read(1) != b"\n"
+        except OSError:
+            return
+        if cut:
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write("\n")
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every complete event so far (a last line cut short by a kill is skipped)."""
+        try:
+            lines = (self.path / EVENTS).read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

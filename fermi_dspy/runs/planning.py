@@ -1,0 +1,128 @@
+"""Planning an invocation: each user's state (finished, failed, to run), its LM-call allotment, and the estimate
+of what is left to run."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from fermi_dspy.runs.budget import call_allotments
+from fermi_dspy.runs.errors import ManifestMismatchError
+from fermi_dspy.runs.estimate import RunEstimate, summarize_estimates, token_price
+from fermi_dspy.runs.jobs import UserData, UserJob, WorkEstimate
+from fermi_dspy.runs.layout import RunDir
+from fermi_dspy.runs.lms import LMConfig
+from fermi_dspy.runs.settings import RunSettings
+
+_ESTIMATE_SAMPLE = 200
+
+
+@dataclass
+class PlannedUser:
+    """One user's state in this invocation: its result or last failure read from the run directory, its call bounds
+    and its LM-call allotment."""
+
+    index: int
+    user: UserData
+    min_calls: int
+    max_calls: int
+    result: dict[str, Any] | None = None
+    failure: dict[str, Any] | None = None
+    allotment: int | None = None
+
+    @property
+    def calls_spent_before(self) -> int:
+        return int((self.failure or {}).get("calls_spent", 0))
+
+    @property
+    def cost_spent_before(self) -> float:
+        return float((self.failure or {}).get("cost_spent") or 0.0)
+
+    @property
+    def attempts_before(self) -> int:
+        return int((self.failure or {}).get("attempts", 0))
+
+
+def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, settings: RunSettings) -> list[PlannedUser]:
+    """Each user's state (finished, failed, to run) and LM-call allotment; `run_dir` None for a new run."""
+    planned = []
+    for index, user in enumerate(users):
+        min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
+        item = PlannedUser(index, user, min_calls, max_calls)
+        if run_dir is not None:
+            item.result, item.failure = run_dir.read_result(user.user_id), run_dir.read_failure(user.user_id)
+        if item.result is not None and item.result.get("input_sha256") != user.fingerprint():
+            raise ManifestMismatchError(
+                f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
+                f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
+            )
+        planned.append(item)
+    fixed = {}
+    for item in planned:
+        if item.result is not None:
+            budget = item.result.get("budget", {})
+            allotment = budget.get("allotment")
+            fixed[item.index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
+                budget.get("calls_in_failed_attempts", 0))
+        elif item.failure is not None and not settings.retry_failed:
+            fixed[item.index] = item.calls_spent_before
+    per_user = settings.max_calls_per_user
+    wanted = [per_user if per_user is not None else (p.max_calls if settings.max_calls_per_run else None)
+              for p in planned]
+    for item, allotment in zip(planned, call_allotments(wanted, run_cap=settings.max_calls_per_run, fixed=fixed),
+                               strict=True):
+        item.allotment = allotment
+    return planned
+
+
+def estimate_pending(todo: list[PlannedUser], job: UserJob, settings: RunSettings, task: LMConfig,
+              proposer: LMConfig, workers: int) -> RunEstimate:
+    """Token estimates for a sample of the users to run, scaled to all of them; call counts are exact."""
+    sample = todo[:_ESTIMATE_SAMPLE]
+    estimates = [job.estimate(p.user, seed=settings.seed) for p in sample]
+    notes = []
+    if len(todo) > len(sample):
+        notes.append(f"tokens estimated on the first {len(sample)} users to run, scaled by their LM calls")
+        per_call = _per_call(sum(estimates, WorkEstimate()))
+        estimates += [_scaled(per_call, item.min_calls, item.max_calls) for item in todo[len(sample):]]
+    notes.append("tokens are characters / 4 of the requests DSPy's ChatAdapter sends")
+    if settings.engine == "ray" and settings.max_workers is None:
+        notes.append("on Ray, as many users run at once as the cluster has CPUs (per ray_cpus_per_user)")
+    allotments = [None if p.allotment is None else max(0, p.allotment - p.calls_spent_before) for p in todo]
+    not_started = sum(1 for p, a in zip(todo, allotments, strict=True) if a is not None and a < p.min_calls)
+    if (settings.max_cost_per_user or settings.max_cost_per_run) and token_price(task) is None \
+            and token_price(proposer) is None:
+        notes.append("USD caps have no effect: DSPy reports no cost for these LMs")
+    return summarize_estimates(estimates, allotments, not_started=not_started, task=task, proposer=proposer,
+                               concurrency=workers * settings.num_threads, notes=notes)
+
+
+def _per_call(total: WorkEstimate) -> dict[str, float]:
+    calls = max(1, total.calls_max)
+    return {name: value / calls for name, value in total.to_dict().items()}
+
+
+def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkEstimate:
+    """An estimate for a user with `max_calls` calls, from the sampled users' averages per call."""
+    values = {name: round(value * max_calls) for name, value in per_call.items()}
+    values.update(calls_max=max_calls, min_calls=min_calls, proposer_calls=max_calls - values["task_calls"])
+    return WorkEstimate(**values)
+
+
+def usage_totals(planned: list[PlannedUser]) -> dict[str, Any]:
+    calls = failed = prompt = completion = 0
+    costs = []
+    for item in planned:
+        if item.result is not None:
+            usage = item.result.get("usage", {})
+            calls += int(usage.get("calls", 0)) + int(item.result.get("budget", {}).get("calls_in_failed_attempts", 0))
+            failed += int(usage.get("failed_calls", 0))
+            prompt += int(usage.get("prompt_tokens", 0))
+            completion += int(usage.get("completion_tokens", 0))
+            if usage.get("cost") is not None:
+                costs.append(float(usage["cost"]))
+        if item.failure is not None and item.result is None:
+            calls += item.calls_spent_before
+            failed += int(item.failure.get("failed_calls", 0))
+            if item.failure.get("cost_spent"):
+                costs.append(float(item.failure["cost_spent"]))
+    return {"calls": calls, "failed_calls": failed, "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion, "cost": sum(costs) if costs else None}

@@ -1,0 +1,111 @@
+"""Keep API keys, tokens and Authorization headers out of everything a run writes: files, logs and error texts.
+
+LM client errors can echo request headers (e.g. "Incorrect API key provided: sk-..."), so every text a run writes
+goes through `redact`, which replaces the secret values the run knows about (the API keys it was given, and the
+values of environment variables whose names say they hold a key, token, secret or password) and anything shaped
+like a bearer token, an `api_key=...` pair or an OpenAI-style `sk-...` key.
+"""
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+
+REDACTED = "***"
+
+_SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
+_MIN_SECRET_LENGTH = 6
+_PATTERNS = (
+    # A token has a digit or punctuation in it, so plain words after "bearer" are left alone.
+    re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+(\s+[^\s\"',}]+)?"),
+    re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|x-api-key|secret[_-]?key|password)[\"']?\s*[:=]\s*[\"']?)"
+               r"[^\s\"',}&]{4,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+)
+
+_lock = threading.Lock()
+_known: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that `redact` removes it from every text (values shorter than 6 are ignored)."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _known.add(value)
+
+
+def register_environment_secrets(environ: dict[str, str] | None = None) -> None:
+    """Remember the values of environment variables named like keys, tokens, secrets or passwords."""
+    for name, value in (os.environ if environ is None else environ).items():
+        if _SECRET_ENV_NAME.search(name):
+            register_secret(value)
+
+
+def _replace_pattern(match: re.Match) -> str:
+    groups = [g for g in match.groups() if g is not None]
+    # Keep the key name part ("Authorization: ", "api_key=") and the scheme word ("Bearer"), drop the value.
+    if match.re is _PATTERNS[0]:
+        return f"{match.group(1)} {REDACTED}"
+    if groups:
+        return f"{groups[0]}{REDACTED}"
+    return REDACTED
+
+
+def redact(text: str, extra: Iterable[str] = ()) -> str:
+    """`text` with every known secret and every key- or token-shaped value replaced by "***".
+
+    Args:
+        text: Any text about to be written to a file or a log.
+        extra: More secret values to remove from this text only.
+    """
+    if not text:
+        return text
+    with _lock:
+        secrets = sorted({*_known, *(s for s in extra if s and len(s) >= _MIN_SECRET_LENGTH)}, key=len, reverse=True)
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(_replace_pattern, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts secrets from each record's message and traceback (put it on handlers)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to the handler to report
+            return True
+        record.msg, record.args = redact(message), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
+        return True
+
+
+def install_log_redaction(logger: logging.Logger | None = None) -> Callable[[], None]:
+    """Put a `RedactingFilter` on every handler of `logger` (default: the root logger); return a function undoing it.
+
+    Records from every library (LiteLLM, DSPy, ...) pass through the root logger's handlers, so filtering there keeps
+    secrets out of all log output. Handlers that already have one are left as they are.
+    """
+    target = logger or logging.getLogger()
+    added: list[tuple[logging.Handler, RedactingFilter]] = []
+    for handler in target.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            redactor = RedactingFilter()
+            handler.addFilter(redactor)
+            added.append((handler, redactor))
+
+    def undo() -> None:
+        for handler, redactor in added:
+            handler.removeFilter(redactor)
+
+    return undo

@@ -1,0 +1,189 @@
+"""The scheduler: keeps up to `max_workers` users running on the engine, writes each outcome as it arrives, and
+builds the invocation's summary."""
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from fermi_dspy.runs.budget import CostLedger
+from fermi_dspy.runs.estimate import RunEstimate
+from fermi_dspy.runs.jobs import UserJob
+from fermi_dspy.runs.layout import RunDir
+from fermi_dspy.runs.lms import LMConfig
+from fermi_dspy.runs.planning import PlannedUser, usage_totals
+from fermi_dspy.runs.progress import RunProgress
+from fermi_dspy.runs.settings import RunSettings
+from fermi_dspy.runs.summary import BUDGET, COMPLETED, INTERRUPTED, RunSummary, UserFailure
+from fermi_dspy.runs.worker import BUDGET_LIMITED, FAILED, TaskOutcome, UserTask
+
+logger = logging.getLogger(__name__)
+
+_LISTED = 100
+
+
+class Scheduler:
+    """Keeps up to `max_workers` users running on the engine and records each outcome."""
+
+    def __init__(self, run_dir: RunDir, job: UserJob, planned: list[PlannedUser], settings: RunSettings,
+                 task: LMConfig, proposer: LMConfig, estimate: RunEstimate, already: int) -> None:
+        self.run_dir, self.job, self.settings = run_dir, job, settings
+        self.task, self.proposer = task, proposer
+        self.planned = planned
+        self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned)["cost"] or 0.0)
+        per_user_usd = estimate.usd_max / max(1, estimate.users) if estimate.usd_max is not None else None
+        self.cost_wanted = settings.max_cost_per_user if settings.max_cost_per_user is not None else per_user_usd
+        self.cost_per_call = estimate.usd / max(1, estimate.work.calls_max) if estimate.usd is not None else 0.0
+        self.progress = RunProgress(len(planned), already, settings.display_progress)
+        self.not_started: list[str] = []
+        self.users_run = 0
+        self.calls = 0
+        self.attempts_here: dict[str, int] = {}
+
+    def _task_for(self, item: PlannedUser) -> tuple[UserTask | None, str, float | None]:
+        calls = None if item.allotment is None else item.allotment - item.calls_spent_before
+        if calls is not None and calls < item.min_calls:
+            if item.calls_spent_before:
+                why = f"failed attempts spent {item.calls_spent_before} of its {item.allotment} LM calls"
+            elif self.settings.max_calls_per_user is not None and item.allotment == self.settings.max_calls_per_user:
+                why = f"max_calls_per_user={item.allotment} is below the {item.min_calls} calls it needs at least"
+            else:
+                why = f"the run's LM-call budget leaves it {calls} calls, below the {item.min_calls} it needs"
+            return None, why, None
+        cost_cap = None
+        if self.settings.max_cost_per_user is not None:
+            cost_cap = self.settings.max_cost_per_user - item.cost_spent_before
+        if self.settings.max_cost_per_run is not None:
+            wanted = cost_cap if cost_cap is not None else self.cost_wanted
+            may_start, cost_cap = self.ledger.reserve(wanted)
+            if not may_start:
+                return None, "the run's USD budget is spent", None
+            needed = self.cost_per_call * item.min_calls
+            if wanted is not None and cost_cap is not None and cost_cap < min(wanted, needed):
+                self.ledger.settle(cost_cap, 0.0)
+                return None, f"the run's USD budget leaves it ${cost_cap:.6f}, below the ~${needed:.6f} it needs", None
+        if cost_cap is not None and cost_cap <= 0:
+            return None, "its USD allotment is spent by earlier failed attempts", None
+        attempt = item.attempts_before + 1  # item.failure is updated after each failed attempt
+        task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
+                        calls, cost_cap, attempt)
+        return task, "", cost_cap
+
+    def run(self, engine: Any) -> str:
+        queue = deque(p for p in self.planned if p.result is None and (p.failure is None or
+                                                                       self.settings.retry_failed))
+        inflight: dict[Any, tuple[PlannedUser, UserTask, float | None]] = {}
+        try:
+            while queue or inflight:
+                while queue and len(inflight) < engine.max_workers:
+                    item = queue.popleft()
+                    task, why, reserved = self._task_for(item)
+                    if task is None:
+                        self.not_started.append(item.user.user_id)
+                        self.run_dir.event("user_not_started", user_id=item.user.user_id, reason=why)
+                        self.progress.not_started(item.user.user_id, why)
+                        continue
+                    self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
+                                       max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name)
+                    inflight[engine.submit(task)] = (item, task, reserved)
+                if not inflight:
+                    break
+                for handle in engine.wait(list(inflight)):
+                    item, task, reserved = inflight.pop(handle)
+                    outcome = engine.outcome(handle, task)
+                    self.ledger.settle(reserved, outcome.usage.cost)
+                    if self._record(item, task, outcome):
+                        queue.append(item)
+        except BaseException:
+            engine.cancel(list(inflight))
+            raise
+        finally:
+            self.progress.close()
+        return BUDGET if self.not_started else COMPLETED
+
+    def _record(self, item: PlannedUser, task: UserTask, outcome: TaskOutcome) -> bool:
+        """Write the outcome into the run directory; True if the user should be retried in this invocation."""
+        uid = item.user.user_id
+        self.calls += outcome.usage.calls
+        if outcome.status == FAILED:
+            self.attempts_here[uid] = self.attempts_here.get(uid, 0) + 1
+            previous = item.failure or {}
+            item.failure = {
+                "user_id": uid,
+                "reason": outcome.error,
+                "error_type": outcome.error_type,
+                "attempts": task.attempt,
+                "calls_spent": item.calls_spent_before + outcome.usage.calls,
+                "failed_calls": int(previous.get("failed_calls", 0)) + outcome.usage.failed_calls,
+                "cost_spent": (item.cost_spent_before + outcome.usage.cost) if outcome.usage.cost else
+                previous.get("cost_spent"),
+                "last_attempt": {"usage": outcome.usage.to_dict(), "seconds": outcome.seconds,
+                                 "worker": outcome.worker, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+            }
+            self.run_dir.record_failure(uid, item.failure)
+            self.run_dir.event("user_failed", user_id=uid, attempt=task.attempt, reason=outcome.error,
+                               error_type=outcome.error_type, calls=outcome.usage.calls)
+            retry = self.attempts_here[uid] <= self.settings.user_retries
+            self.progress.finished(outcome, final=not retry)
+            return retry
+        record = {
+            "user_id": uid,
+            "status": outcome.status,
+            "job": self.job.name,
+            "result": outcome.result,
+            "usage": outcome.usage.to_dict(),
+            "budget": {"allotment": item.allotment, "max_cost": task.max_cost,
+                       "calls_in_failed_attempts": item.calls_spent_before},
+            "attempts": task.attempt,
+            "input_sha256": item.user.fingerprint(),
+            "timing": {"seconds": outcome.seconds, "worker": outcome.worker,
+                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        }
+        self.run_dir.commit_user(uid, record, outcome.files)
+        item.result, item.failure = record, None
+        self.users_run += 1
+        self.run_dir.event("user_done", user_id=uid, status=outcome.status, calls=outcome.usage.calls,
+                           seconds=round(outcome.seconds, 3))
+        self.progress.finished(outcome)
+        return False
+
+
+def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler, status: str, estimate: RunEstimate,
+               notes: list[str], started: float, schedule_started: float, *, skipped: int,
+               bad_records: int) -> RunSummary:
+    done = [p for p in planned if p.result is not None]
+    failed = [p for p in planned if p.result is None and p.failure is not None]
+    not_started = set(scheduler.not_started)
+    pending = [p for p in planned if p.result is None and p.failure is None and p.user.user_id not in not_started]
+    if status == COMPLETED and pending:
+        status = INTERRUPTED
+    seconds = time.perf_counter() - started
+    scheduling = time.perf_counter() - schedule_started
+    failures = tuple(UserFailure(p.user.user_id, str(p.failure.get("reason")), str(p.failure.get("error_type")),
+                                 int(p.failure.get("attempts", 0)), int(p.failure.get("calls_spent", 0)))
+                     for p in failed)
+    return RunSummary(
+        run_dir=run.path,
+        status=status,
+        users=len(planned),
+        done=len(done),
+        budget_limited=sum(1 for p in done if p.result.get("status") == BUDGET_LIMITED),
+        failed=len(failed),
+        not_started=len(not_started),
+        pending=len(pending),
+        skipped=skipped,
+        already_done=len(done) - scheduler.users_run,
+        bad_records=bad_records,
+        usage=usage_totals(planned),
+        this_invocation={
+            "users_run": scheduler.users_run,
+            "lm_calls": scheduler.calls,
+            "seconds": seconds,
+            "scheduling_seconds": scheduling,
+            "users_per_minute": scheduler.users_run / scheduling * 60 if scheduling > 0 else 0.0,
+        },
+        failures=failures,
+        not_started_users=tuple(sorted(not_started))[:_LISTED],
+        estimate=estimate,
+        notes=tuple(notes),
+    )

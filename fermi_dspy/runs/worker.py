@@ -1,0 +1,136 @@
+"""One user's work in a worker (a thread here, or a Ray task elsewhere): build the LMs, run the job, report back.
+
+`run_task` never raises for a user's own failure: the job's exception (or an LM endpoint that stays broken, see
+`fermi_dspy.runs.guard`) becomes a failed `TaskOutcome` with its reason, secrets removed. Only a stop of the whole
+run (`RunInterruptedError`, Ctrl-C) propagates.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from fermi_dspy.accounting import LMUsage
+from fermi_dspy.runs.errors import UserAbortError
+from fermi_dspy.runs.guard import UserLMUsage, guard_lm
+from fermi_dspy.runs.jobs import JobContext, UserData, UserJob
+from fermi_dspy.runs.lms import LMConfig, worker_lm
+from fermi_dspy.runs.redact import install_log_redaction, redact, register_environment_secrets
+
+logger = logging.getLogger(__name__)
+
+DONE, BUDGET_LIMITED, FAILED = "done", "budget_limited", "failed"
+
+
+@dataclass(frozen=True)
+class UserTask:
+    """Everything a worker needs for one user (picklable; the LMs are built in the worker).
+
+    Attributes:
+        user: The user's data.
+        job: The work to do.
+        task_lm: How to build the task LM.
+        proposer_lm: How to build the proposer LM.
+        seed: The run's seed.
+        num_threads: Parallel LM calls within the user.
+        max_calls: The user's LM-call allotment for this attempt (None: uncapped).
+        max_cost: The user's USD allotment for this attempt (None: uncapped).
+        attempt: 1 for the first attempt, then 2, 3, ... (across resumes).
+    """
+
+    user: UserData
+    job: UserJob
+    task_lm: LMConfig
+    proposer_lm: LMConfig
+    seed: int
+    num_threads: int
+    max_calls: int | None
+    max_cost: float | None
+    attempt: int = 1
+
+
+@dataclass
+class TaskOutcome:
+    """What came of one attempt at one user.
+
+    Attributes:
+        user_id: The user.
+        status: "done", "budget_limited" or "failed".
+        result: The job's result (empty when failed).
+        files: The job's files (empty when failed).
+        usage: LM calls, tokens and cost of this attempt.
+        error: Why it failed (secrets removed), else None.
+        error_type: The exception class name, else None.
+        seconds: Wall time of the attempt.
+        worker: "host:pid" of the process that ran it.
+    """
+
+    user_id: str
+    status: str
+    result: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    usage: LMUsage = field(default_factory=LMUsage)
+    error: str | None = None
+    error_type: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def failed_outcome(user_id: str, error: str, error_type: str, *, usage: LMUsage | None = None,
+                   seconds: float = 0.0) -> TaskOutcome:
+    """A failed outcome (the reason is redacted)."""
+    return TaskOutcome(user_id, FAILED, usage=usage or LMUsage(), error=redact(error), error_type=error_type,
+                       seconds=seconds, worker=worker_name())
+
+
+_PROCESS_READY = threading.Lock()
+_process_ready = False
+
+
+def _prepare_process() -> None:
+    """Once per worker process: redact secrets from its log output (Ray workers log to their own files)."""
+    global _process_ready
+    with _PROCESS_READY:
+        if not _process_ready:
+            register_environment_secrets()
+            install_log_redaction()
+            _process_ready = True
+
+
+def run_task(task: UserTask) -> TaskOutcome:
+    """Run one user's job and report the outcome (see the module docstring)."""
+    _prepare_process()
+    started = time.perf_counter()
+    user_id = task.user.user_id
+    meter = UserLMUsage()
+    try:
+        task_lm = guard_lm(worker_lm(task.task_lm, "task"), meter)
+        proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter)
+        context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
+                             max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage)
+        with dspy.context(lm=task_lm):
+            output = task.job.run(task.user, context)
+    except UserAbortError as exc:
+        return failed_outcome(user_id, exc.reason, exc.error_type, usage=meter.usage(),
+                              seconds=time.perf_counter() - started)
+    except Exception as exc:
+        logger.debug("User %s failed:\n%s", user_id, redact(traceback.format_exc()))
+        return failed_outcome(user_id, f"{type(exc).__name__}: {exc}", type(exc).__name__, usage=meter.usage(),
+                              seconds=time.perf_counter() - started)
+    usage = meter.usage()
+    if task.max_calls is not None and usage.calls > task.max_calls:  # a job bug; never hide it
+        return failed_outcome(user_id, f"the job made {usage.calls} LM calls, over its allotment of {task.max_calls}",
+                              "BudgetOverrunError", usage=usage, seconds=time.perf_counter() - started)
+    status = BUDGET_LIMITED if output.budget_limited else DONE
+    return TaskOutcome(user_id, status, output.result, output.files, usage, seconds=time.perf_counter() - started,
+                       worker=worker_name())

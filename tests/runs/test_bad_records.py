@@ -1,0 +1,106 @@
+"""Bad records: each kind is reported with its file and line; the run either skips them (listed) or refuses."""
+
+import json
+
+import dspy
+import pytest
+
+from fermi_dspy.data import DataError
+from fermi_dspy.runs import UserData, estimate_users, personalize_users
+from tests.runs import lms
+from tests.runs.conftest import run_kwargs
+
+
+def bad_lines() -> tuple[str, ...]:
+    missing = {k: v for k, v in lms.hwang_row(50).items() if k != "answers"}
+    not_an_option = lms.hwang_row(51, 12)
+    not_an_option["answers"][0]["answer"] = "Maybe"
+    empty = {**lms.hwang_row(52), "answers": []}
+    return (
+        '{"hwang_user_id": 49, "topic": ',  # line 4: malformed JSON
+        json.dumps(missing),  # line 5: no answers field
+        json.dumps(not_an_option),  # line 6: an answer that is not an option (only that answer is left out)
+        json.dumps(lms.hwang_row(1)),  # line 7: the same user as line 1
+        json.dumps(empty),  # line 8: a user with no answers
+    )
+
+
+EXPECTED = {  # line -> (kind, words of the reason)
+    4: ("malformed_json", "malformed JSON"),
+    5: ("missing_field", "missing required field 'answers'"),
+    6: ("answer_not_in_options", "'Maybe' is not among its options"),
+    7: ("duplicate_user", "synthetic-1"),
+    8: ("no_valid_answers", "user has no answers"),
+}
+
+
+def test_bad_records_refuse_the_run_by_default_naming_file_and_line(users_file, tmp_path):
+    data = users_file(3, extra_lines=bad_lines())
+    with pytest.raises(DataError) as error:
+        personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
+    message = str(error.value)
+    for line, (_, words) in EXPECTED.items():
+        assert f"{data.name}:{line}" in message and words in message
+    assert "on_bad_record='skip'" in message
+    assert not (tmp_path / "run").exists() and sum(lms.calls_by_user().values()) == 0
+
+
+def test_skipped_bad_records_are_listed_with_file_line_and_kind(users_file, tmp_path):
+    data = users_file(3, extra_lines=bad_lines())
+    summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run",
+                                **run_kwargs(on_bad_record="skip"))
+    assert summary.done == 4 and summary.bad_records == 5  # the 3 good users and the one with a bad answer left out
+    listed = json.loads((tmp_path / "run" / "input_problems.json").read_text())
+    assert listed["policy"] == "skip"
+    found = {p["line"]: p for p in listed["bad_records"]}
+    assert set(found) == set(EXPECTED)
+    for line, (kind, words) in EXPECTED.items():
+        assert found[line]["kind"] == kind and words in found[line]["reason"]
+        assert found[line]["file"].endswith(data.name)
+    assert "5 bad record(s)" in summary.format()
+
+
+def test_users_too_small_for_the_split_are_listed_as_left_out(users_file, tmp_path):
+    data = users_file(2, extra_lines=(json.dumps(lms.hwang_row(60, 5)),))
+    summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
+    assert summary.done == 2
+    excluded = json.loads((tmp_path / "run" / "input_problems.json").read_text())["excluded"]
+    assert [(e["user_id"], e["kind"]) for e in excluded] == [("synthetic-60", "too_few_examples")]
+
+
+def _example(topic: str, answer: str = "Yes") -> dspy.Example:
+    return dspy.Example(question=f"[u9] Do you support {topic}?", options=["Yes", "No"], answer=answer).with_inputs(
+        "question", "options")
+
+
+def in_memory_users() -> list[UserData]:
+    train = [_example(t) for t in lms.TOPICS[:6]]
+    test = [_example(t) for t in lms.TOPICS[6:8]]
+    return [
+        UserData("alice", train, test),
+        UserData("alice", train, test),  # item 2: duplicate id
+        UserData("bob", [], test),  # item 3: nothing to learn from
+        UserData("carol", [*train[:5], _example("zoos", "Maybe")], test),  # item 4: answer not among the options
+        UserData("dave", train, test, profile={"Political party": "Democrat"}),
+    ]
+
+
+def test_bad_users_given_in_memory_are_refused_or_skipped(tmp_path):
+    with pytest.raises(DataError) as error:
+        personalize_users(in_memory_users(), run_dir=tmp_path / "refused", **run_kwargs())
+    message = str(error.value)
+    assert "<users>:2 (user alice): duplicate user id" in message
+    assert "<users>:3 (user bob): the user has no examples" in message
+    assert "<users>:4 (user carol)" in message and "Maybe" in message
+    assert not (tmp_path / "refused").exists()
+
+    summary = personalize_users(in_memory_users(), run_dir=tmp_path / "run", **run_kwargs(on_bad_record="skip"))
+    assert summary.done == 2 and summary.skipped == 3
+    kinds = [p["kind"] for p in json.loads((tmp_path / "run" / "input_problems.json").read_text())["bad_records"]]
+    assert kinds == ["duplicate_user", "no_valid_answers", "invalid_user"]
+
+
+def test_the_dry_run_refuses_bad_records_too(users_file):
+    with pytest.raises(DataError):
+        estimate_users("hwang", data_path=users_file(2, extra_lines=bad_lines()), **{
+            k: v for k, v in run_kwargs().items() if k != "display_progress"})

@@ -60,6 +60,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fermi_dspy.runs import LMConfig
     from programs.main_job import PAPER_SETTINGS, MainJobSettings, run_main_job
 
     paper = PAPER_SETTINGS if args.paper else {}
@@ -72,20 +73,22 @@ def _run(args: argparse.Namespace) -> int:
         dataset=args.data, data_path=args.data_path, users=args.users, n_train=pick(args.train, "n_train"),
         n_test=args.test, seed=args.seed, num_iterations=pick(args.iterations, "num_iterations"),
         num_candidates=pick(args.candidates, "num_candidates"), memory_size=pick(args.memory, "memory_size"),
-        task_lm=args.lm, proposer_lm=args.proposer_lm, local_model=args.local_model, route=args.route,
-        api_base=args.api_base, num_threads=args.threads,
+        num_threads=args.threads,
     )
+    lm_options = {"local_model": args.local_model, "route": args.route, "api_base": args.api_base,
+                  "api_key_env": args.api_key_env}
+    task_lm = LMConfig(args.lm, **lm_options)
+    proposer_lm = LMConfig(args.proposer_lm, **lm_options) if args.proposer_lm else None
     out = Path(args.out or f"runs/main-{time.strftime('%Y%m%d-%H%M%S')}")
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    if args.api_key_env and not api_key:
-        print(f"error: ${args.api_key_env} is empty; export it or drop --api-key-env", file=sys.stderr)
-        return 2
-    report = run_main_job(settings, out, api_key=api_key)
+    report = run_main_job(settings, out, task_lm=task_lm, proposer_lm=proposer_lm)
     print(report["table"])
+    for failure in report["failures"]:
+        print(f"failed: {failure['user_id']}: {failure['reason']}", file=sys.stderr)
+    lms = report["lms"] or {}
     print(f"\nRun directory: {out}  (report.json, results.csv, plot.png, users/<id>/program.json)")
-    print(f"Wall time: {report['wall_seconds']:.0f} s; task LM {report['lms']['task']['model']}, proposer LM "
-          f"{report['lms']['proposer']['model']}")
-    return 0
+    print(f"Wall time: {report['wall_seconds']:.0f} s; task LM {lms.get('task', {}).get('spec')}, proposer LM "
+          f"{lms.get('proposer', {}).get('spec')}")
+    return 0 if not report["failures"] else 3
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,18 +79,23 @@ class UsageMeter(BaseCallback):
 
     def usage(self) -> LMUsage:
         """The usage so far."""
-        prompt = completion = 0
-        costs = []
         with self._lock:
             calls, failed, lms = self._calls, self._failed, list(self._lms)
-        for lm in lms:
-            for entry in list(lm.history):
-                usage = entry.get("usage") or {}
-                prompt += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-                completion += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-                if entry.get("cost") is not None:
-                    costs.append(float(entry["cost"]))
-        return LMUsage(calls, failed, prompt, completion, sum(costs) if costs else None)
+        return usage_from_histories(lms, calls=calls, failed_calls=failed)
+
+
+def usage_from_histories(lms: list[dspy.BaseLM], *, calls: int, failed_calls: int) -> LMUsage:
+    """An `LMUsage` with the given call counts and the tokens and cost recorded in these LMs' histories."""
+    prompt = completion = 0
+    costs: list[float] = []
+    for lm in lms:
+        for entry in list(lm.history):
+            usage = entry.get("usage") or {}
+            prompt += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
+            completion += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
+            if entry.get("cost") is not None:
+                costs.append(float(entry["cost"]))
+    return LMUsage(calls, failed_calls, prompt, completion, sum(costs) if costs else None)
 
 
 class BudgetExhaustedError(RuntimeError):

@@ -29,7 +29,7 @@ from dspy.utils.exceptions import (
     LMTransportError,
 )
 
-from fermi_dspy.accounting import LMUsage
+from fermi_dspy.accounting import LMUsage, usage_from_histories
 from fermi_dspy.runs.errors import RunInterruptedError, UserAbortError
 from fermi_dspy.runs.redact import redact
 
@@ -73,18 +73,9 @@ class UserLMUsage:
 
     def usage(self) -> LMUsage:
         """Calls (failed ones included), tokens and cost so far."""
-        prompt = completion = 0
-        costs: list[float] = []
         with self._lock:
             calls, failed, lms = self.calls, self.failed_calls, list(self._lms)
-        for lm in lms:
-            for entry in list(lm.history):
-                usage = entry.get("usage") or {}
-                prompt += int(usage.get("prompt_tokens") or usage.get("input_tokens") or 0)
-                completion += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
-                if entry.get("cost") is not None:
-                    costs.append(float(entry["cost"]))
-        return LMUsage(calls, failed, prompt, completion, sum(costs) if costs else None)
+        return usage_from_histories(lms, calls=calls, failed_calls=failed)
 
 
 def takes_seed(lm: dspy.BaseLM) -> bool:

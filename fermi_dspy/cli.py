@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Personalize many users with Fermi into a resumable, budgeted run "
                                  "directory (re-run the same command to resume).")
     add_personalize_arguments(personalize)
+    from programs.benchmark.cli import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="the benchmark: every method on the same per-user splits",
+                           description="Run Fermi, its ablations, baselines and DSPy's optimizers on the same "
+                           "per-user splits, or re-render / measure a benchmark run.")
+    add_bench_arguments(bench)
     models = sub.add_parser("models", help="list or fetch the embedded local models", add_help=False)
     models.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
@@ -125,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "bench":
+            from programs.benchmark.cli import main as bench_main
+
+            return bench_main(args)
         if args.command == "personalize":
             from fermi_dspy.runs.cli import main as personalize_main
 

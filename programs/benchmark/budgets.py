@@ -1,0 +1,113 @@
+"""Budgets that make DSPy's optimizers comparable to Fermi: derived from Fermi's T, K and the user's trainset size.
+
+Parity means: every optimizer scores about T*K candidate prompts, each on about as many of the user's answers as
+Fermi scores a candidate on, and asks its proposer for about T*K - 1 new prompts. Whatever its own mechanics add on
+top (MIPROv2's bootstrapped demo sets for its proposer, GEPA's minibatch checks) is counted and reported, not hidden.
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from programs.benchmark.settings import BenchmarkSettings
+
+FERMI_DEMO_FRACTION = 0.2
+"""Fermi's default share of the trainset shown to the proposer instead of scored (the paper's 80/20)."""
+
+
+def fermi_optimization_examples(n_train: int, demo_fraction: float = FERMI_DEMO_FRACTION) -> int:
+    """How many of `n_train` answers Fermi scores candidates on (the rest are demonstrations); as `split_examples`."""
+    n_demo = round(n_train * demo_fraction)
+    if demo_fraction > 0 and n_train >= 2:
+        n_demo = max(1, n_demo)
+    return n_train - min(n_demo, n_train - 1)
+
+
+@dataclass(frozen=True)
+class FermiBudget:
+    """Fermi's nominal cost per user (no early stop).
+
+    Attributes:
+        candidates: Prompts scored, T*K (the profile prompt counts as one of iteration 0's K).
+        optimization_examples: Answers each candidate is scored on.
+        task_calls: candidates * optimization_examples.
+        proposer_calls: Proposals requested, T*K - 1.
+    """
+
+    candidates: int
+    optimization_examples: int
+    task_calls: int
+    proposer_calls: int
+
+
+def fermi_budget(settings: BenchmarkSettings) -> FermiBudget:
+    candidates = settings.num_iterations * settings.num_candidates
+    examples = fermi_optimization_examples(settings.n_train)
+    return FermiBudget(candidates, examples, candidates * examples, candidates - 1)
+
+
+@dataclass(frozen=True)
+class CoproConfig:
+    """COPRO: breadth B = K (at least 2, COPRO's minimum) and depth D = T give B*D candidates and B*D - 1 proposals
+    (B-1 first, then B per later depth), each candidate scored on the whole trainset (COPRO has no demo split)."""
+
+    breadth: int
+    depth: int
+    init_temperature: float = 1.4
+
+
+@dataclass(frozen=True)
+class MiproConfig:
+    """MIPROv2, instruction-only: `auto=None`, zero demos in the program, N = T*K instruction candidates (the first is
+    the starting instruction, as MIPROv2 always does) and T*K - 1 trials of full evaluation (`minibatch=False`: the
+    valset is MIPROv2's own 80% of the trainset, smaller than any minibatch), plus its evaluation of the starting
+    program: T*K evaluations in all. MIPROv2 proposes one instruction per bootstrapped demo set, so it bootstraps N - 1
+    sets of the user's answers for its proposer; those task-LM calls are on top and reported. Its proposer is not
+    program-aware (`program_aware_proposer=False`): the program is one Predict, and describing it would cost two more
+    proposer calls per instruction (3x Fermi's proposer calls) while telling the proposer nothing the instruction
+    does not."""
+
+    num_candidates: int
+    num_trials: int
+    max_bootstrapped_demos: int = 0
+    max_labeled_demos: int = 0
+    minibatch: bool = False
+    program_aware_proposer: bool = False
+    init_temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class GepaConfig:
+    """GEPA: `max_metric_calls` = Fermi's task-LM calls (T*K*optimization examples); valset = trainset (GEPA's
+    default with no valset), reflection minibatch 3, Pareto candidate selection and merging as GEPA's defaults;
+    the metric states the user's answer (`answer_feedback`)."""
+
+    max_metric_calls: int
+    reflection_minibatch_size: int = 3
+
+
+def copro_config(settings: BenchmarkSettings) -> CoproConfig:
+    return CoproConfig(breadth=max(2, settings.num_candidates), depth=settings.num_iterations)
+
+
+def mipro_config(settings: BenchmarkSettings) -> MiproConfig:
+    candidates = settings.num_iterations * settings.num_candidates
+    return MiproConfig(num_candidates=max(2, candidates), num_trials=max(1, candidates - 1))
+
+
+def gepa_config(settings: BenchmarkSettings) -> GepaConfig:
+    return GepaConfig(max_metric_calls=fermi_budget(settings).task_calls)
+
+
+def _why(config: type) -> str:
+    return " ".join((config.__doc__ or "").split()).rstrip(".")
+
+
+def describe_budgets(settings: BenchmarkSettings) -> dict[str, Any]:
+    """Every optimizer's configuration for this run, with the reason, for the report."""
+    return {
+        "fermi": {**asdict(fermi_budget(settings)), "T": settings.num_iterations, "K": settings.num_candidates,
+                  "L": settings.memory_size, "why": "the run's T, K, L; 80% of the trainset scored, 20% shown"},
+        "copro": {**asdict(copro_config(settings)), "why": _why(CoproConfig)},
+        "mipro": {**asdict(mipro_config(settings)), "why": _why(MiproConfig)},
+        "gepa": {**asdict(gepa_config(settings)), "why": _why(GepaConfig)},
+    }

@@ -1,0 +1,200 @@
+"""Command line of the benchmark: `fermi-dspy bench ...` or `python -m programs.benchmark ...`.
+
+    bench run --data hwang --users 8 --train 10 --test 20 --out benchmarks/results/my-run   # all 11 methods
+    bench run --methods fermi,opro,floor --paper --lm openai/gpt-4o-mini --out runs/bench-gpt
+    bench run --scripted --users 2 --out /tmp/bench-dry                  # instant scripted LMs: checks the pipeline
+    bench report --out benchmarks/results/my-run                         # re-render the report from stored results
+    bench overhead --out benchmarks/results/my-run                       # Fermi's overhead vs the run's real compiles
+
+Re-running `bench run` with the same --out resumes: finished (user, method) pairs are skipped.
+"""
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from programs.benchmark.settings import METHOD_ORDER, PAPER_SETTINGS, BenchmarkSettings
+
+logger = logging.getLogger(__name__)
+
+LM_ENVIRONMENT = ("FERMI_LM", "FERMI_PROPOSER_LM", "FERMI_LOCAL_MODEL", "FERMI_DSPY_THREADS")
+
+
+def _method_list(text: str) -> list[str]:
+    if text.strip().lower() == "all":
+        return list(METHOD_ORDER)
+    names = [name.strip() for name in text.replace(" ", ",").split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHOD_ORDER]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_ORDER)}")
+    return names
+
+
+def _add_run_arguments(run: argparse.ArgumentParser) -> None:
+    defaults = BenchmarkSettings()
+    data = run.add_argument_group("data and split")
+    data.add_argument("--data", default=defaults.dataset, help="hwang (OpinionQA per-user records, default), "
+                      "panelists (OpinionQA ATP panelists) or global (GlobalOpinionQA countries as users)")
+    data.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
+    data.add_argument("--users", type=int, default=defaults.users, help="number of users (default %(default)s)")
+    data.add_argument("--user-sample", choices=["random", "first"], default=defaults.user_sample,
+                      help="a seeded random sample of the users (default) or the first ones in the file")
+    data.add_argument("--train", type=int, default=defaults.n_train, help="training answers per user (default "
+                      "%(default)s)")
+    data.add_argument("--test", type=int, default=defaults.n_test, help="held-out answers per user (default "
+                      "%(default)s)")
+    data.add_argument("--seed", type=int, default=defaults.seed, help="seeds the users, splits and optimizers")
+    methods = run.add_argument_group("methods and budgets")
+    methods.add_argument("--methods", type=_method_list, default=list(METHOD_ORDER),
+                         help=f"comma-separated methods or 'all' (default): {', '.join(METHOD_ORDER)}")
+    methods.add_argument("--skip", type=_method_list, default=[], help="methods to leave out")
+    methods.add_argument("--iterations", type=int, default=None, help=f"Fermi's T, also OPRO's and COPRO's depth "
+                         f"(default {defaults.num_iterations})")
+    methods.add_argument("--candidates", type=int, default=None, help=f"Fermi's K, also OPRO's and COPRO's breadth "
+                         f"(default {defaults.num_candidates})")
+    methods.add_argument("--memory", type=int, default=None, help=f"Fermi's L (default {defaults.memory_size})")
+    methods.add_argument("--paper", action="store_true", help="the paper's T=10, K=4, L=5 (about 9x the calls of the "
+                         "default)")
+    methods.add_argument("--fewshot-k", type=int, default=defaults.fewshot_k, help="past answers the retrieved "
+                         "few-shot baseline shows per question, and Fermi's retrieval N~ (default %(default)s)")
+    methods.add_argument("--threads", type=int, default=defaults.num_threads, help="parallel LM calls (default "
+                         "%(default)s; raise it for hosted APIs)")
+    lms = run.add_argument_group("language models")
+    lms.add_argument("--lm", default=None, help="task LM: 'local' (default), 'local:<model>', a .gguf path, or a "
+                     "DSPy/LiteLLM model string such as openai/gpt-4o-mini (env FERMI_LM)")
+    lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (env FERMI_PROPOSER_LM; default: "
+                     "as the task LM)")
+    lms.add_argument("--local-model", default=None, help="the embedded model 'local' means (default "
+                     "qwen2.5-coder-0.5b)")
+    lms.add_argument("--route", choices=["inprocess", "server"], default="inprocess", help="local model in this "
+                     "process (default) or behind a local OpenAI-compatible server")
+    lms.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
+    lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never stored)")
+    lms.add_argument("--task-max-tokens", type=int, default=defaults.task_max_tokens,
+                     help="completion budget of a task-LM call (default %(default)s)")
+    lms.add_argument("--proposer-max-tokens", type=int, default=defaults.proposer_max_tokens,
+                     help="completion budget of a proposer call (default %(default)s)")
+    lms.add_argument("--scripted", action="store_true", help="instant scripted LMs instead (checks the pipeline in "
+                     "seconds; the accuracies mean nothing)")
+    run.add_argument("--out", required=True, help="run directory; re-running into it resumes")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the benchmark's subcommands (run, report, overhead) to `parser`."""
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{run,report,overhead}")
+    run = sub.add_parser("run", help="run the methods on the users and write the report",
+                         description="Run Fermi, its ablations, the baselines and DSPy's optimizers on the same "
+                         "per-user splits; write report.md, summary.csv, results.csv, report.json and plot.png.")
+    _add_run_arguments(run)
+    report = sub.add_parser("report", help="re-render a run directory's report from its stored results")
+    report.add_argument("--out", required=True, help="the run directory")
+    overhead = sub.add_parser("overhead", help="Fermi's overhead outside the LM, and its share of a real compile")
+    overhead.add_argument("--out", required=True, help="a run directory (its settings, users and real Fermi "
+                          "compiles are used; overhead.md/json are written there)")
+    overhead.add_argument("--users", type=int, default=3, help="users to compile with the instant LM (default "
+                          "%(default)s)")
+    overhead.add_argument("--repeats", type=int, default=3, help="compiles per user; the median is kept")
+
+
+def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
+    """The run's settings from the parsed `bench run` arguments."""
+    defaults = BenchmarkSettings()
+    paper = PAPER_SETTINGS if args.paper else {}
+
+    def pick(value: int | None, key: str) -> int:
+        return value if value is not None else paper.get(key, getattr(defaults, key))
+
+    methods = tuple(m for m in args.methods if m not in set(args.skip))
+    return BenchmarkSettings(
+        dataset=args.data, data_path=args.data_path, users=args.users, user_sample=args.user_sample,
+        n_train=args.train, n_test=args.test, seed=args.seed, methods=methods,
+        num_iterations=pick(args.iterations, "num_iterations"), num_candidates=pick(args.candidates, "num_candidates"),
+        memory_size=pick(args.memory, "memory_size"), fewshot_k=args.fewshot_k,
+        task_lm="scripted" if args.scripted else args.lm, proposer_lm="scripted" if args.scripted else args.proposer_lm,
+        local_model=args.local_model, route=args.route, api_base=args.api_base,
+        task_max_tokens=args.task_max_tokens, proposer_max_tokens=args.proposer_max_tokens,
+        num_threads=args.threads,
+    )
+
+
+def command_line() -> str:
+    """The command that started this process, with the LM environment variables that shaped it."""
+    program = Path(sys.argv[0]).name
+    if program == "__main__.py":
+        program = "python -m programs.benchmark"
+    env = [f"{name}={shlex.quote(os.environ[name])}" for name in LM_ENVIRONMENT if os.environ.get(name)]
+    return " ".join([*env, program, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def _run(args: argparse.Namespace) -> int:
+    from programs.benchmark.runner import run_benchmark
+
+    settings = settings_from_args(args)
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        print(f"error: ${args.api_key_env} is empty; export it or drop --api-key-env", file=sys.stderr)
+        return 2
+    task_lm = proposer_lm = None
+    if args.scripted:
+        from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
+
+        task_lm, proposer_lm = scripted_task_lm(), scripted_proposer_lm()
+    report = run_benchmark(settings, args.out, task_lm=task_lm, proposer_lm=proposer_lm, api_key=api_key,
+                           command=command_line())
+    print((Path(args.out) / "report.md").read_text())
+    print(f"Run directory: {args.out} (report.md, summary.csv, results.csv, report.json, plot.png); "
+          f"{report.seconds_this_invocation:.0f} s this invocation")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from programs.benchmark.runner import rebuild_report
+
+    rebuild_report(args.out)
+    print((Path(args.out) / "report.md").read_text())
+    return 0
+
+
+def _overhead(args: argparse.Namespace) -> int:
+    from programs.benchmark.overhead import load_settings, measure_overhead, render_overhead, write_overhead
+
+    out = Path(args.out)
+    measurement = measure_overhead(load_settings(out), run_dir=out, users=args.users, repeats=args.repeats)
+    write_overhead(measurement, out)
+    print(render_overhead(measurement))
+    return 0
+
+
+def configure_logging(verbose: bool) -> None:
+    """Progress lines from the benchmark; DSPy's optimizers' chatter only when verbose."""
+    logging.getLogger("programs").setLevel(logging.INFO)
+    for name in ("dspy", "fermi_dspy"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the parsed `bench` subcommand; returns the exit code."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    configure_logging(bool(getattr(args, "verbose", False)))
+    handlers = {"run": _run, "report": _report, "overhead": _overhead}
+    try:
+        return handlers[args.bench_command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished (user, method) results are saved: re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (ValueError, OSError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The standalone parser of `python -m programs.benchmark`."""
+    parser = argparse.ArgumentParser(prog="python -m programs.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log DSPy's and Fermi's progress")
+    add_arguments(parser)
+    return parser

@@ -1,0 +1,92 @@
+"""Fermi and its ablations: Retrieval-of-Prompt, the single best prompt, no profile, and OPRO (scores only).
+
+Fermi with the single best prompt reuses Fermi's compile (the same kept prompts and scores); only the prompt chosen
+at answer time differs, so the two differ in nothing but the selection rule.
+"""
+
+from typing import Any
+
+import dspy
+
+from fermi_dspy import Fermi, FermiResult, PersonalizedProgram
+from fermi_dspy.validation import MIN_TRAINSET_SIZE
+from programs.benchmark.methods.base import Compiled, MethodResult, UserTask, compile_with, require_train, score_on_test
+
+
+def fermi_optimizer(task: UserTask, task_lm: dspy.BaseLM, proposer_lm: dspy.BaseLM, *, feedback: str = "misaligned",
+                    selection: str = "retrieval") -> Fermi:
+    """Fermi with the run's T, K, L; retrieval over the question text with the run's N~."""
+    settings = task.settings
+    return Fermi(
+        prompt_model=proposer_lm,
+        task_model=task_lm,
+        num_iterations=settings.num_iterations,
+        num_candidates=settings.num_candidates,
+        memory_size=settings.memory_size,
+        num_retrieved=settings.fewshot_k,
+        retrieval_fields=["question"],
+        feedback=feedback,
+        selection=selection,
+        num_threads=settings.num_threads,
+        seed=settings.seed,
+        display_progress=False,
+    )
+
+
+def fermi_details(result: FermiResult) -> dict[str, Any]:
+    """What a compile did, in numbers only (no prompt text: prompts may quote the profile and answers)."""
+    return {
+        "stop_reason": result.stop_reason,
+        "best_train_score": round(result.best_score, 4),
+        "candidates_scored": result.num_candidates_scored,
+        "iterations": len(result.iterations),
+        "prompts_kept": len(result.memory),
+        "optimization_examples": result.num_optimization_examples,
+        "demonstration_examples": result.num_demonstration_examples,
+        "fermi_counted_task_calls": result.task_usage.calls,
+        "fermi_counted_proposer_calls": result.proposer_usage.calls,
+    }
+
+
+def with_selection(program: PersonalizedProgram, student: dspy.Module, selection: str) -> PersonalizedProgram:
+    """The same personalized program (same prompts and scores) answering with another selection rule."""
+    state = program.dump_state()
+    state["router"] = {**state["router"], "selection": selection}
+    copy = PersonalizedProgram(student)
+    copy.load_state(state)
+    return copy
+
+
+def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile: bool = True) -> Compiled:
+    """Compile the user's student with Fermi on the user's training answers."""
+    require_train(task, MIN_TRAINSET_SIZE, "Fermi")
+    profile = task.split.profile if with_profile else None
+
+    def build(meter: Any) -> PersonalizedProgram:
+        optimizer = fermi_optimizer(task, meter.task, meter.proposer, feedback=feedback)
+        return optimizer.compile(task.student(), trainset=task.split.train, profile=profile)
+
+    compiled = compile_with(task, build)
+    compiled.details.update(fermi_details(compiled.program.detailed_results))
+    return compiled
+
+
+def run_fermi(task: UserTask) -> dict[str, MethodResult]:
+    """Fermi (Retrieval-of-Prompt) and, from the same compile, Fermi answering with the single best prompt."""
+    compiled = compile_fermi(task)
+    results = {"fermi": score_on_test(task, "fermi", compiled)}
+    if "fermi_best" in task.settings.methods:
+        best = Compiled(with_selection(compiled.program, task.student(), "best"), compiled.meter, compiled.seconds,
+                        dict(compiled.details))
+        results["fermi_best"] = score_on_test(task, "fermi_best", best, meter=task.meter(), shared_compile="fermi")
+    return results
+
+
+def run_fermi_no_profile(task: UserTask) -> dict[str, MethodResult]:
+    """Fermi given no profile: it starts from the plain student and its proposer sees "(no profile given)"."""
+    return {"fermi_no_profile": score_on_test(task, "fermi_no_profile", compile_fermi(task, with_profile=False))}
+
+
+def run_opro(task: UserTask) -> dict[str, MethodResult]:
+    """OPRO-style: Fermi's loop (same T, K, L, start prompt, selection); the proposer sees prompts and scores only."""
+    return {"opro": score_on_test(task, "opro", compile_fermi(task, feedback="scores"))}

@@ -1,0 +1,220 @@
+"""Fermi's own overhead: the time a compile spends outside the LM, per candidate evaluation and as a share of a real
+local-LM compile.
+
+With an instant scripted LM, almost all of a compile's time is overhead. It is split into:
+
+* DSPy's per-call floor: a plain `dspy.Predict` answering the same number of questions (adapter formatting and
+  parsing, the LM client) — any DSPy program pays it;
+* Fermi's own: the rest (proposals' rendering, memory, bookkeeping, building variants, retrieval data).
+
+A candidate evaluation is one candidate prompt scored on one of the user's examples (one task-LM call). The share of a
+real compile is estimated from the instant-LM overhead per evaluation times the real compile's evaluations, divided by
+the real compile's wall time; it is also measured directly in the real run as (wall - time inside LM calls) / wall.
+"""
+
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from fermi_dspy import Fermi
+from fermi_dspy.data import UserSplit
+from programs.baselines import zero_shot
+from programs.benchmark.roles import RoleMeter
+from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
+from programs.benchmark.settings import BenchmarkSettings
+from programs.benchmark.store import ResultStore, write_json_atomic
+from programs.benchmark.users import benchmark_users
+from programs.evaluation import evaluate_on_test
+from programs.opinion_qa import OpinionQA
+
+TARGET_SHARE = 0.02
+"""The overhead target: under 2% of a real local-LM compile."""
+
+
+@dataclass(frozen=True)
+class InstantCompile:
+    """One Fermi compile with the instant scripted LMs.
+
+    Attributes:
+        seconds: Wall time of the compile.
+        lm_seconds: Time inside LM calls (DSPy's LM client and the scripted engine).
+        evaluations: Candidate evaluations (task-LM calls).
+        proposer_calls: Proposer-LM calls.
+        candidates: Candidate prompts scored.
+    """
+
+    seconds: float
+    lm_seconds: float
+    evaluations: int
+    proposer_calls: int
+    candidates: int
+
+    @property
+    def outside_lm_per_evaluation(self) -> float:
+        return (self.seconds - self.lm_seconds) / max(self.evaluations, 1)
+
+
+def instant_compile(split: UserSplit, *, num_iterations: int, num_candidates: int, memory_size: int,
+                    seed: int = 0) -> InstantCompile:
+    """Compile one user with Fermi on instant scripted LMs and time it."""
+    meter = RoleMeter(scripted_task_lm(), scripted_proposer_lm())
+    optimizer = Fermi(prompt_model=meter.proposer, task_model=meter.task, num_iterations=num_iterations,
+                      num_candidates=num_candidates, memory_size=memory_size, retrieval_fields=["question"],
+                      num_threads=1, seed=seed, display_progress=False)
+    started = time.perf_counter()
+    program = optimizer.compile(OpinionQA(), trainset=split.train, profile=split.profile)
+    seconds = time.perf_counter() - started
+    task, proposer = meter.usage("task"), meter.usage("proposer")
+    return InstantCompile(seconds, task.lm_seconds + proposer.lm_seconds, task.usage.calls, proposer.usage.calls,
+                          program.detailed_results.num_candidates_scored)
+
+
+def plain_dspy_per_call(examples: Sequence[dspy.Example], calls: int) -> tuple[float, float]:
+    """(seconds outside the LM, seconds inside the LM) per call of a plain `dspy.Predict` on the instant LM."""
+    meter = RoleMeter(scripted_task_lm(), scripted_proposer_lm())
+    batch = [examples[i % len(examples)] for i in range(calls)]
+    started = time.perf_counter()
+    evaluate_on_test(zero_shot(OpinionQA()), batch, lm=meter.test)
+    seconds = time.perf_counter() - started
+    inside = meter.usage("test").lm_seconds
+    return (seconds - inside) / calls, inside / calls
+
+
+@dataclass(frozen=True)
+class RealCompile:
+    """Fermi compiles of a real benchmark run (means over its users)."""
+
+    source: str
+    users: int
+    seconds: float
+    lm_seconds: float
+    evaluations: float
+    proposer_calls: float
+
+    @property
+    def measured_outside_share(self) -> float:
+        return (self.seconds - self.lm_seconds) / self.seconds if self.seconds else float("nan")
+
+
+def real_fermi_compiles(run_dir: Path, user_ids: Sequence[str]) -> RealCompile | None:
+    """Fermi's compiles in a benchmark run directory, or None when it has none."""
+    store = ResultStore(run_dir)
+    results = [r for r in store.results(list(user_ids), ("fermi",)) if r.ok]
+    if not results:
+        return None
+    return RealCompile(
+        source=str(run_dir),
+        users=len(results),
+        seconds=statistics.fmean(r.compile_seconds for r in results),
+        lm_seconds=statistics.fmean(r.compile_task.lm_seconds + r.compile_proposer.lm_seconds for r in results),
+        evaluations=statistics.fmean(r.compile_task.usage.calls for r in results),
+        proposer_calls=statistics.fmean(r.compile_proposer.usage.calls for r in results),
+    )
+
+
+def measure_overhead(settings: BenchmarkSettings, *, run_dir: Path | None = None, users: int = 3,
+                     repeats: int = 3) -> dict[str, Any]:
+    """Measure Fermi's overhead on the run's users and split with instant LMs, and compare with the real compiles.
+
+    Args:
+        settings: The benchmark settings (users, split, T, K, L) to compile with.
+        run_dir: A benchmark run directory with real local-LM Fermi compiles of these settings, for the share.
+        users: How many of the run's users to compile.
+        repeats: Compiles per user (the median is kept).
+
+    Returns:
+        The measurement (also what overhead.json holds).
+    """
+    splits = benchmark_users(settings).splits[:users]
+    instant_compile(splits[0], num_iterations=1, num_candidates=1, memory_size=1)  # warm-up: imports, first fits
+    compiles = []
+    for split in splits:
+        runs = [instant_compile(split, num_iterations=settings.num_iterations, num_candidates=settings.num_candidates,
+                                memory_size=settings.memory_size, seed=settings.seed) for _ in range(repeats)]
+        compiles.append(sorted(runs, key=lambda c: c.seconds)[len(runs) // 2])
+    evaluations = sum(c.evaluations for c in compiles)
+    outside = sum(c.seconds - c.lm_seconds for c in compiles) / evaluations
+    inside = sum(c.lm_seconds for c in compiles) / evaluations
+    plain_outside, plain_inside = plain_dspy_per_call([e for s in splits for e in s.train], calls=evaluations)
+    fermi_own = outside - plain_outside
+    measurement: dict[str, Any] = {
+        "settings": {"dataset": settings.dataset, "n_train": settings.n_train, "seed": settings.seed,
+                     "T": settings.num_iterations, "K": settings.num_candidates, "L": settings.memory_size,
+                     "users": [s.user_id for s in splits], "repeats": repeats},
+        "instant_compiles": [asdict(c) for c in compiles],
+        "per_evaluation_ms": {
+            "outside_lm": round(outside * 1000, 3),
+            "dspy_predict_floor_outside_lm": round(plain_outside * 1000, 3),
+            "fermi_own": round(fermi_own * 1000, 3),
+            "inside_lm_client_instant": round(inside * 1000, 3),
+            "plain_predict_inside_lm_client_instant": round(plain_inside * 1000, 3),
+        },
+        "target_share": TARGET_SHARE,
+    }
+    real = real_fermi_compiles(run_dir, [s.user_id for s in splits]) if run_dir else None
+    if real is not None:
+        estimated = outside * real.evaluations / real.seconds
+        estimated_own = fermi_own * real.evaluations / real.seconds
+        measurement["real_compile"] = {
+            **asdict(real),
+            "seconds_per_evaluation": round(real.seconds / max(real.evaluations, 1), 3),
+            "estimated_outside_lm_share": round(estimated, 5),
+            "estimated_fermi_own_share": round(estimated_own, 5),
+            "measured_outside_lm_share": round(real.measured_outside_share, 5),
+            "meets_target": estimated < TARGET_SHARE,
+        }
+    return measurement
+
+
+def render_overhead(measurement: dict[str, Any]) -> str:
+    """overhead.md."""
+    per = measurement["per_evaluation_ms"]
+    s = measurement["settings"]
+    lines = [
+        "# Fermi's overhead outside the LM",
+        "",
+        f"Instant scripted LMs, {len(s['users'])} user(s) of `{s['dataset']}` with {s['n_train']} training answers, "
+        f"T={s['T']}, K={s['K']}, L={s['L']}; median of {s['repeats']} compiles per user.",
+        "",
+        "| Per candidate evaluation (one prompt on one example) | ms |",
+        "|---|---|",
+        f"| Outside the LM, all (Fermi + DSPy adapter/Predict) | {per['outside_lm']:.3f} |",
+        f"| of which a plain `dspy.Predict` call's own floor | {per['dspy_predict_floor_outside_lm']:.3f} |",
+        f"| of which Fermi's own | {per['fermi_own']:.3f} |",
+        f"| Inside the (instant) LM call: DSPy's LM client | {per['inside_lm_client_instant']:.3f} |",
+    ]
+    real = measurement.get("real_compile")
+    if real:
+        lines += [
+            "",
+            f"Real local-LM Fermi compiles ({real['users']} user(s) of {real['source']}): {real['seconds']:.1f} s "
+            f"per compile, {real['evaluations']:.0f} evaluations + {real['proposer_calls']:.0f} proposer calls, "
+            f"{real['seconds_per_evaluation']:.2f} s per evaluation.",
+            "",
+            "| Share of a real compile's wall time | |",
+            "|---|---|",
+            f"| Estimated: overhead outside the LM (instant-LM ms x real evaluations / real wall) | "
+            f"{real['estimated_outside_lm_share']:.3%} |",
+            f"| Estimated: Fermi's own part of it | {real['estimated_fermi_own_share']:.3%} |",
+            f"| Measured in the real run: (wall - time inside LM calls) / wall | "
+            f"{real['measured_outside_lm_share']:.3%} |",
+            f"| Target | < {measurement['target_share']:.0%} ({'met' if real['meets_target'] else 'NOT met'}) |",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_overhead(measurement: dict[str, Any], out_dir: Path) -> None:
+    """Write overhead.json and overhead.md into `out_dir`."""
+    write_json_atomic(out_dir / "overhead.json", measurement)
+    (out_dir / "overhead.md").write_text(render_overhead(measurement))
+
+
+def load_settings(run_dir: Path) -> BenchmarkSettings:
+    """The settings a benchmark run directory was made with."""
+    return BenchmarkSettings.from_dict(json.loads((run_dir / "settings.json").read_text()))

@@ -1,0 +1,62 @@
+"""What produced a run: the LMs (without secrets), the machine, the software versions and the git commit."""
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def describe_lm(lm: dspy.BaseLM | None) -> dict[str, Any] | None:
+    """An LM's model name and generation settings; never its API key or base URL."""
+    if lm is None:
+        return None
+    kwargs = getattr(lm, "kwargs", {}) or {}
+    engine = getattr(lm, "_engine_spec", None)
+    return {
+        "model": getattr(lm, "model", str(lm)),
+        "temperature": kwargs.get("temperature"),
+        "max_tokens": kwargs.get("max_tokens") or kwargs.get("max_completion_tokens"),
+        "engine": engine if isinstance(engine, str) else type(engine).__name__ if engine is not None else None,
+        "cache": getattr(lm, "cache", None),
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit, with "+dirty" when tracked files have uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def describe_environment() -> dict[str, Any]:
+    """Machine and software versions."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "dspy": dspy.__version__,
+        "gepa": _version("gepa"),
+        "optuna": _version("optuna"),
+        "llama_cpp_python": _version("llama_cpp_python"),
+        "git_commit": git_commit(),
+        "llama_threads": os.environ.get("FERMI_DSPY_THREADS"),
+        "load_average_1m": round(os.getloadavg()[0], 2),
+    }

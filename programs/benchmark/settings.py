@@ -1,0 +1,105 @@
+"""What a benchmark run compares: data set, users, split, Fermi's T/K/L (every budget derives from them), LMs."""
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METHOD_ORDER = (
+    "floor",
+    "zero_shot",
+    "profile_prompt",
+    "fewshot",
+    "opro",
+    "copro",
+    "mipro",
+    "gepa",
+    "fermi",
+    "fermi_best",
+    "fermi_no_profile",
+)
+"""Every method, in report order (see `programs.benchmark.methods` for what each is)."""
+
+REFERENCE_METHOD = "fermi"
+"""The method every other one is compared with (wins/ties/losses, paired differences)."""
+
+PAPER_SETTINGS = {"num_iterations": 10, "num_candidates": 4, "memory_size": 5}
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """A benchmark run's settings; stored in the run directory, and a resumed run must match them.
+
+    Attributes:
+        dataset: "hwang" (OpinionQA per-user records), "panelists" (OpinionQA ATP panelists) or "global"
+            (GlobalOpinionQA countries as users).
+        data_path: A data file or folder instead of the default `../shared/data`.
+        users: How many users to run.
+        user_sample: "random" (a seeded sample of the users with enough answers, spread over topics) or "first"
+            (the first ones in file order).
+        n_train: Training answers per user (what every method may learn from).
+        n_test: Held-out answers per user (what every method is scored on).
+        seed: Seeds the user sample, the splits and every optimizer.
+        methods: The methods to run (names from `METHOD_ORDER`).
+        num_iterations: Fermi's T (also OPRO's; COPRO's depth).
+        num_candidates: Fermi's K (also OPRO's; COPRO's breadth).
+        memory_size: Fermi's L (also OPRO's).
+        fewshot_k: Past answers shown per query by the retrieved few-shot baseline (and Fermi's retrieval N~).
+        task_lm: Task LM spec ("local", "local:<model>", a .gguf path, or a DSPy/LiteLLM model string).
+        proposer_lm: Proposer LM spec (same forms; default: as the task LM).
+        local_model: The embedded model "local" means.
+        route: "inprocess" or "server" for local models.
+        api_base: An OpenAI-compatible server for remote specs (the API key is never stored).
+        task_max_tokens: Completion budget of a task-LM call (an answer is one option: a long reply is a wrong one,
+            and a small local model that rambles would otherwise spend seconds per question).
+        proposer_max_tokens: Completion budget of a proposer call.
+        num_threads: Parallel LM calls (1 suits the in-process local LM, which runs one call at a time).
+    """
+
+    dataset: str = "hwang"
+    data_path: str | None = None
+    users: int = 8
+    user_sample: str = "random"
+    n_train: int = 10
+    n_test: int = 20
+    seed: int = 0
+    methods: tuple[str, ...] = METHOD_ORDER
+    num_iterations: int = 3
+    num_candidates: int = 3
+    memory_size: int = 5
+    fewshot_k: int = 3
+    task_lm: str | None = None
+    proposer_lm: str | None = None
+    local_model: str | None = None
+    route: str = "inprocess"
+    api_base: str | None = None
+    task_max_tokens: int = 96
+    proposer_max_tokens: int = 384
+    num_threads: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        unknown = [m for m in self.methods if m not in METHOD_ORDER]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_ORDER)}.")
+        if not self.methods:
+            raise ValueError("methods is empty; name at least one method.")
+        if self.user_sample not in ("random", "first"):
+            raise ValueError(f"user_sample must be 'random' or 'first', got {self.user_sample!r}.")
+        for name in ("users", "n_train", "n_test", "num_iterations", "num_candidates", "memory_size", "fewshot_k",
+                     "task_max_tokens", "proposer_max_tokens", "num_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+    @property
+    def ordered_methods(self) -> tuple[str, ...]:
+        """The chosen methods in report order."""
+        return tuple(m for m in METHOD_ORDER if m in self.methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["methods"] = list(self.ordered_methods)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "BenchmarkSettings":
+        return cls(**{**data, "methods": tuple(data["methods"])})

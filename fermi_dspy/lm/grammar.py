@@ -103,6 +103,24 @@ def chat_adapter_fields(user_text: str) -> list[OutputField] | None:
     return fields or None
 
 
+def without_format_reminder(user_text: str) -> str:
+    """The ChatAdapter message without its closing "Respond with the corresponding output fields..." sentence.
+
+    When the engine prefills the first field's header and constrains or stops the reply itself, the sentence tells
+    the model nothing it can act on; dropping it saves ~35 prompt tokens per call. Text without the sentence at its
+    end is returned unchanged.
+    """
+    start = user_text.rfind(_OUTPUT_SENTENCE)
+    if start < 0 or not user_text.rstrip().endswith(_END_SENTENCE.split(", and then ")[1] + "."):
+        return user_text
+    return user_text[:start].rstrip()
+
+
+def is_plain_text(field: OutputField) -> bool:
+    """Whether a field's value is free text (a ``str``), as opposed to a number, a choice or structured data."""
+    return (field.type_name or "str").strip() == "str"
+
+
 def _gbnf_literal(text: str) -> str:
     """A GBNF string literal for ``text``."""
     return json.dumps(text, ensure_ascii=False)

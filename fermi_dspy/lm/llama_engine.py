@@ -47,7 +47,9 @@ from fermi_dspy.lm.grammar import (
     chat_adapter_fields,
     chat_adapter_gbnf,
     chat_adapter_header,
+    is_plain_text,
     json_schema_of,
+    without_format_reminder,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,6 +103,11 @@ class LlamaCppEngine:
         constrain_chat: Constrain ChatAdapter requests with a grammar (recommended for small models).
         chat_text: How much text a ``str`` output field may hold under the ChatAdapter grammar: ``"paragraph"``
             (lines without a blank line; default), ``"line"`` or ``"free"``.
+        fast_text: For a ChatAdapter reply that is one ``str`` field in ``"paragraph"`` or ``"line"`` mode, generate
+            without the grammar and stop at the first blank line (or newline) or ``[[`` instead; the reply is the
+            same shape and grammar sampling is skipped (measured: 2x faster generation, since llama-cpp-python checks
+            the grammar against the whole vocabulary at every token). A reply that comes out empty is generated
+            again under the grammar.
         llama_kwargs: Extra keyword arguments for ``llama_cpp.Llama``.
     """
 
@@ -123,6 +130,7 @@ class LlamaCppEngine:
         ram_cache_mb: int = 0,
         constrain_chat: bool = True,
         chat_text: str = "paragraph",
+        fast_text: bool = True,
         llama_kwargs: dict[str, Any] | None = None,
     ):
         if chat_text not in TEXT_MODES:
@@ -142,6 +150,7 @@ class LlamaCppEngine:
         self.ram_cache_mb = ram_cache_mb
         self.constrain_chat = constrain_chat
         self.chat_text = chat_text
+        self.fast_text = fast_text
         self.llama_kwargs = dict(llama_kwargs or {})
         self._init_runtime()
 
@@ -247,19 +256,24 @@ class LlamaCppEngine:
             formatter = self._chat_formatter(llm)
             # With the chat template at hand, the first ChatAdapter header is appended to the prompt: it is evaluated
             # with the prompt instead of being generated token by token, and the completion marker is not generated.
+            # The adapter's closing format reminder is then redundant and dropped.
             prefill = chat_adapter_header(fields[0].name) if fields and formatter is not None else ""
+            if prefill:
+                messages[-1]["content"] = without_format_reminder(messages[-1]["content"])
+            fast = bool(prefill) and self.fast_text and self.chat_text != "free" and len(fields) == 1 \
+                and is_plain_text(fields[0])
             if wants_json:
                 grammar_text = _json_gbnf(None if schema is None else json.dumps(schema))
             elif fields:
                 grammar_text = chat_adapter_gbnf(fields, self.chat_text, prefilled=bool(prefill))
             else:
                 grammar_text = None
-            options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
             options["seed"] = config.seed if config.seed is not None else self._rng.randrange(2**31)
             if not self.prefix_cache:
                 llm.reset()
             try:
                 if formatter is None:
+                    options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
                     out = llm.create_chat_completion(messages=messages, **options)
                     text = out["choices"][0]["message"].get("content") or ""
                 else:
@@ -268,7 +282,22 @@ class LlamaCppEngine:
                                           add_bos=not rendered.added_special, special=True)
                     if rendered.stop:
                         options["stop"] += rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
-                    out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria, **options)
+                    out = None
+                    if fast:
+                        stops = ["\n", "[["] if self.chat_text == "line" else ["\n\n", "[["]
+                        out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria,
+                                                    **{**options, "grammar": None, "stop": options["stop"] + stops})
+                        choice = out["choices"][0]
+                        value = choice["text"].strip()
+                        if value:
+                            choice["text"] = value + ("" if choice.get("finish_reason") == "length" else "\n\n")
+                        else:
+                            logger.debug("Empty unconstrained reply; generating again under the grammar.")
+                            out = None
+                    if out is None:
+                        options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
+                        out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria,
+                                                    **options)
                     text = out["choices"][0]["text"]
             except ValueError as exc:
                 if "exceed context window" in str(exc):

@@ -225,10 +225,38 @@ def test_chat_template_path_prefills_the_first_header(engine):
         pred = dspy.Predict("question -> answer")(question="Pick A or B")
     assert pred.answer == "B"
     assert engine._llm.prompt_text.endswith("<a>[[ ## answer ## ]]\n")  # header evaluated as prompt
+    assert "Respond with the corresponding output fields" not in engine._llm.prompt_text  # redundant reminder dropped
     call = engine._llm.calls[-1]
-    assert call["grammar"].startswith('root ::= v0 "\\n\\n"')  # generation starts at the value
+    assert call["grammar"] is None and {"\n\n", "[["} <= set(call["stop"])  # one str field: stop strings, no grammar
     assert "<eos>" in call["stop"] and call["stopping_criteria"] is not None
     assert lm.history[-1]["outputs"][0] == "[[ ## answer ## ]]\nB\n\n[[ ## completed ## ]]"
+
+
+def test_chat_template_path_uses_the_grammar_for_typed_or_several_fields(engine):
+    pytest.importorskip("llama_cpp")
+    engine._llm = FakeTemplatedLlama(reply="3\n\n")
+    with dspy.context(lm=make_lm(engine)):
+        assert dspy.Predict("question -> answer: int")(question="1+2?").answer == 3
+    assert engine._llm.calls[-1]["grammar"].startswith('root ::= v0 "\\n\\n"')  # generation starts at the value
+    engine.fast_text = False
+    engine._llm.reply = "B\n\n"
+    with dspy.context(lm=make_lm(engine)):
+        assert dspy.Predict("question -> answer")(question="?").answer == "B"
+    assert engine._llm.calls[-1]["grammar"] is not None and "[[" not in engine._llm.calls[-1]["stop"]
+
+
+def test_empty_unconstrained_reply_is_generated_again_under_the_grammar(engine):
+    pytest.importorskip("llama_cpp")
+
+    class EmptyThenB(FakeTemplatedLlama):
+        def create_completion(self, **kwargs: Any) -> dict[str, Any]:
+            self.reply = "\n" if kwargs["grammar"] is None else "B\n\n"
+            return super().create_completion(**kwargs)
+
+    engine._llm = EmptyThenB()
+    with dspy.context(lm=make_lm(engine)):
+        assert dspy.Predict("question -> answer")(question="?").answer == "B"
+    assert [call["grammar"] is None for call in engine._llm.calls] == [True, False]
 
 
 def test_chat_template_path_truncated_reply_gets_no_completion_marker(engine):

@@ -10,6 +10,7 @@ Columns:
     parsed     predictions that parsed (DSPy's ChatAdapter may retry once with JSONAdapter on a parse failure)
     1st try    predictions that parsed on the first LM call
     valid      answers that name one of the options (a letter or the option text)
+    agree      answers that match the user's own answer (zero-shot accuracy with the profile prompt)
     load       1-minute load average after the row (above ~2.5 on 2 cores means another process competed)
 
 Run from the repository root:
@@ -35,6 +36,7 @@ from dspy.utils.callback import BaseCallback
 from fermi_dspy.lm.llama_engine import LlamaCppEngine
 from fermi_dspy.lm.models import MODELS, ensure_model
 from fermi_dspy.lm.server import LlamaServer, server_lm
+from fermi_dspy.metrics import option_index
 
 USERS = Path("/work/shared/data/opinionqa/alphaedit_users/users.jsonl")
 
@@ -69,6 +71,7 @@ class Row:
     parsed: int
     first_try: int
     valid: int
+    agree: int
     prompt_tokens: int
     load: float = 0.0
 
@@ -108,7 +111,7 @@ def is_valid(answer: str, options: list[str]) -> bool:
 def run(lm: Any, adapter: dspy.Adapter, questions: list[dict[str, Any]], instruction: str) -> dict[str, Any]:
     predict = dspy.Predict(Survey.with_instructions(instruction))
     counter = CallCounter()
-    parsed = first_try = valid = 0
+    parsed = first_try = valid = agree = 0
     # One warm-up call: loads the model / fills the prefix cache like a steady-state run.
     warm = questions[0]
     with dspy.context(lm=lm, adapter=adapter):
@@ -128,10 +131,12 @@ def run(lm: Any, adapter: dspy.Adapter, questions: list[dict[str, Any]], instruc
             parsed += 1
             first_try += counter.calls - before == 1
             valid += is_valid(str(pred.answer), q["opts"])
+            chosen = option_index(str(pred.answer).strip().strip("[]().*").strip(), q["options"])
+            agree += chosen is not None and chosen == q["answer_index"]
     seconds = time.perf_counter() - start
     usage = lm.history[-1]["usage"] if lm.history else {}
     return {"lm_calls": counter.calls, "seconds": seconds, "parsed": parsed, "first_try": first_try, "valid": valid,
-            "prompt_tokens": int(usage.get("prompt_tokens") or 0), "load": os.getloadavg()[0]}
+            "agree": agree, "prompt_tokens": int(usage.get("prompt_tokens") or 0), "load": os.getloadavg()[0]}
 
 
 ADAPTERS = ("ChatAdapter", "JSONAdapter")
@@ -179,12 +184,13 @@ def bench_server(model: str, setup: Setup) -> list[Row]:
 
 
 HEADER = (f"{'route':10} {'model':20} {'adapter':12} {'prefix':11} {'s/call':>7} {'calls/s':>8} {'parsed':>7} "
-          f"{'1st try':>8} {'valid':>6} {'calls':>6} {'prompt tok':>10} {'load':>5}")
+          f"{'1st try':>8} {'valid':>6} {'agree':>6} {'calls':>6} {'prompt tok':>10} {'load':>5}")
 
 
 def print_row(r: Row) -> None:
     print(f"{r.route:10} {r.model:20} {r.adapter:12} {r.prefix_cache:11} {r.s_per_call:7.2f} "
           f"{r.lm_calls / r.seconds:8.2f} {r.parsed:>3}/{r.n:<3} {r.first_try:>4}/{r.n:<3} {r.valid:>2}/{r.n:<3} "
+          f"{r.agree:>2}/{r.n:<3} "
           f"{r.lm_calls:6d} {r.prompt_tokens:10d} {r.load:5.1f}", flush=True)
 
 
@@ -208,7 +214,9 @@ def main() -> None:
 
     user = load_user(args.users_file, args.user)
     questions = [
-        {"question": a["question"], "opts": [f"{chr(65 + i)}. {o}" for i, o in enumerate(a["options"])]}
+        {"question": a["question"], "opts": [f"{chr(65 + i)}. {o}" for i, o in enumerate(a["options"])],
+         "options": a["options"],
+         "answer_index": a["options"].index(a["answer"]) if a["answer"] in a["options"] else -1}
         for a in user["answers"][: args.n]
     ]
     instruction = instruction_for(user, args.known)

@@ -77,3 +77,15 @@ def test_response_formats():
     assert json_schema_of({"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}) == (True, schema)
     with pytest.raises(ValueError, match="Unsupported response_format"):
         json_schema_of({"type": "xml"})
+
+
+def test_format_reminder_is_dropped_only_at_the_end_of_a_chat_adapter_message():
+    from fermi_dspy.lm.grammar import without_format_reminder
+
+    signature = dspy.Signature("question -> answer: int")
+    text = dspy.ChatAdapter().format(signature, demos=[], inputs={"question": "2+2?"})[-1]["content"]
+    assert "Respond with the corresponding output fields" in text
+    assert without_format_reminder(text) == "[[ ## question ## ]]\n2+2?"
+    assert without_format_reminder("no reminder here") == "no reminder here"
+    quoted = text + "\n\nand then more text"  # the sentence is not the message's end: left alone
+    assert without_format_reminder(quoted) == quoted

@@ -1,5 +1,6 @@
 """Per-user metrics: multiple-choice answer accuracy, a GEPA-style feedback variant, and metric normalization."""
 
+import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -24,8 +25,11 @@ def normalize_answer(value: Any) -> str:
 def option_index(value: Any, options: Sequence[Any]) -> int | None:
     """Find which option an answer names, by option text or by letter (case and whitespace do not matter).
 
+    An answer written as a one-element list, ``["Not much"]`` (small models copy the format the options were shown
+    in), names that element; a list of several options names none.
+
     Args:
-        value: The answer, e.g. "Not much", " not MUCH ", "C", "(c)", "C. Not much".
+        value: The answer, e.g. "Not much", " not MUCH ", "C", "(c)", "C. Not much", '["Not much"]'.
         options: The question's options, in order.
 
     Returns:
@@ -33,6 +37,7 @@ def option_index(value: Any, options: Sequence[Any]) -> int | None:
     """
     if value is None:
         return None
+    value = _single_list_element(value)
     text = normalize_answer(value)
     normalized = [normalize_answer(option) for option in options]
     if text in normalized:
@@ -44,6 +49,18 @@ def option_index(value: Any, options: Sequence[Any]) -> int | None:
         if index < len(options) and (not rest or normalize_answer(rest) == normalized[index]):
             return index
     return None
+
+
+def _single_list_element(value: Any) -> Any:
+    """The element of a one-element list (or of its JSON text); anything else unchanged."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value.strip())
+        except ValueError:
+            return value
+    if isinstance(value, list | tuple):
+        return value[0] if len(value) == 1 else " | ".join(map(str, value))
+    return value
 
 
 def label_fields(example: dspy.Example) -> list[str]:

@@ -13,7 +13,8 @@ OPTIONS = ["A lot", "Some", "Not much", "Not at all", "Refused"]
     ("value", "expected"),
     [("Not much", 2), (" not   MUCH ", 2), ("not much.", 2), ("C", 2), ("c", 2), ("(C)", 2), ("C.", 2),
      ("C. Not much", 2), ("C) not much", 2), ("A lot", 0), ("a", 0), ("Z", None), ("Maybe", None), (None, None),
-     ("C. Some", None), ('"Refused"', 4)],
+     ("C. Some", None), ('"Refused"', 4), ('["Not much"]', 2), ('[ "not much" ]', 2), (["Some"], 1),
+     ('["Some", "Not much"]', None), ('["Some"', None)],
 )
 def test_option_index(value, expected):
     assert option_index(value, OPTIONS) == expected

@@ -271,6 +271,7 @@ class LlamaCppEngine:
             options["seed"] = config.seed if config.seed is not None else self._rng.randrange(2**31)
             if not self.prefix_cache:
                 llm.reset()
+            discarded: dict[str, int] = {}  # usage of an unconstrained attempt that came out empty
             try:
                 if formatter is None:
                     options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
@@ -293,7 +294,7 @@ class LlamaCppEngine:
                             choice["text"] = value + ("" if choice.get("finish_reason") == "length" else "\n\n")
                         else:
                             logger.debug("Empty unconstrained reply; generating again under the grammar.")
-                            out = None
+                            out, discarded = None, out.get("usage") or {}
                     if out is None:
                         options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
                         out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria,
@@ -310,6 +311,8 @@ class LlamaCppEngine:
         if prefill:
             text = prefill + text + ("" if finish == "length" else COMPLETED_MARKER)
         usage = out.get("usage") or {}
+        if discarded:  # the empty first attempt was paid for too
+            usage = {key: usage.get(key, 0) + discarded.get(key, 0) for key in ("prompt_tokens", "completion_tokens")}
         return Response(
             id=out.get("id") or None,
             model=request.model,

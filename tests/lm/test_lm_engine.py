@@ -254,9 +254,12 @@ def test_empty_unconstrained_reply_is_generated_again_under_the_grammar(engine):
             return super().create_completion(**kwargs)
 
     engine._llm = EmptyThenB()
-    with dspy.context(lm=make_lm(engine)):
+    lm = make_lm(engine)
+    with dspy.context(lm=lm):
         assert dspy.Predict("question -> answer")(question="?").answer == "B"
     assert [call["grammar"] is None for call in engine._llm.calls] == [True, False]
+    usage = lm.history[-1]["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (246, 18)  # both attempts are counted
 
 
 def test_chat_template_path_truncated_reply_gets_no_completion_marker(engine):

@@ -17,32 +17,15 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
-from dspy.utils.callback import BaseCallback
 
 from fermi_dspy import Fermi
 from fermi_dspy.data import load_users, split_user
 from fermi_dspy.lm import build_lm
+from programs.benchmark.roles import RoleMeter
 from programs.opinion_qa import OpinionQA
 
 TARGET_SECONDS = 300.0
 TARGET_CALLS = 640
-
-
-class LMTimer(BaseCallback):
-    """Wall time spent inside each role's LM calls (the rest of a compile is the optimizer's own work)."""
-
-    def __init__(self, roles: dict[object, str]):
-        self.roles = roles  # max_tokens -> role (the optimizer calls copies of the LMs it was given)
-        self.started: dict[str, tuple[str, float]] = {}
-        self.seconds: dict[str, float] = {}
-
-    def on_lm_start(self, call_id: str, instance: object, inputs: dict) -> None:
-        role = self.roles.get(getattr(instance, "kwargs", {}).get("max_tokens"), "other")
-        self.started[call_id] = (role, time.perf_counter())
-
-    def on_lm_end(self, call_id: str, outputs: dict | None, exception: BaseException | None = None) -> None:
-        role, start = self.started.pop(call_id, ("other", time.perf_counter()))
-        self.seconds[role] = self.seconds.get(role, 0.0) + time.perf_counter() - start
 
 
 def main() -> None:
@@ -68,15 +51,13 @@ def main() -> None:
     with dspy.context(lm=task_lm):  # load the model before timing
         OpinionQA()(**split.train[0].inputs())
 
-    optimizer = Fermi(prompt_model=proposer_lm, task_model=task_lm, num_iterations=args.iterations,
+    meter = RoleMeter(task_lm, proposer_lm)  # splits the LM time between the roles
+    optimizer = Fermi(prompt_model=meter.proposer, task_model=meter.task, num_iterations=args.iterations,
                       num_candidates=args.candidates, retrieval_fields=["question"], num_threads=args.threads)
-    if task_lm.kwargs.get("max_tokens") == proposer_lm.kwargs.get("max_tokens"):
-        parser.error("the task and proposer LMs need different max_tokens for the time split")
-    timer = LMTimer({task_lm.kwargs.get("max_tokens"): "task", proposer_lm.kwargs.get("max_tokens"): "proposer"})
     started = time.perf_counter()
-    with dspy.context(callbacks=[timer]):
-        program = optimizer.compile(OpinionQA(), trainset=split.train, profile=record.profile)
+    program = optimizer.compile(OpinionQA(), trainset=split.train, profile=record.profile)
     seconds = time.perf_counter() - started
+    task_seconds, proposer_seconds = meter.usage("task").lm_seconds, meter.usage("proposer").lm_seconds
     result = program.detailed_results
     task_calls, proposer_calls = result.task_usage.calls, result.proposer_usage.calls
     per_call = seconds / task_calls
@@ -89,11 +70,11 @@ def main() -> None:
         "task_tokens": result.task_usage.total_tokens, "proposer_tokens": result.proposer_usage.total_tokens,
         "task_tokens_per_call": round(result.task_usage.total_tokens / max(task_calls, 1)),
         "proposer_tokens_per_call": round(result.proposer_usage.total_tokens / max(proposer_calls, 1)),
-        "seconds_in_task_lm": round(timer.seconds.get("task", 0.0), 1),
-        "seconds_in_proposer_lm": round(timer.seconds.get("proposer", 0.0), 1),
-        "seconds_per_task_call": round(timer.seconds.get("task", 0.0) / max(task_calls, 1), 3),
-        "seconds_per_proposer_call": round(timer.seconds.get("proposer", 0.0) / max(proposer_calls, 1), 2),
-        "seconds_outside_lm": round(seconds - sum(timer.seconds.values()), 1),
+        "seconds_in_task_lm": round(task_seconds, 1),
+        "seconds_in_proposer_lm": round(proposer_seconds, 1),
+        "seconds_per_task_call": round(task_seconds / max(task_calls, 1), 3),
+        "seconds_per_proposer_call": round(proposer_seconds / max(proposer_calls, 1), 2),
+        "seconds_outside_lm": round(seconds - task_seconds - proposer_seconds, 1),
         "compile_seconds": round(seconds, 1), "seconds_per_scoring_call": round(per_call, 3),
         "calls_per_second": round((task_calls + proposer_calls) / seconds, 2),
         "projected_seconds_for_640_calls": round(per_call * TARGET_CALLS, 1),

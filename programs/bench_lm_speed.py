@@ -9,7 +9,7 @@ Columns:
     calls/s    LM calls per second
     parsed     predictions that parsed (DSPy's ChatAdapter may retry once with JSONAdapter on a parse failure)
     1st try    predictions that parsed on the first LM call
-    valid      answers that name one of the options (a letter or the option text)
+    valid      answers that name one of the options, read as the metric reads them (`fermi_dspy.option_index`)
     agree      answers that match the user's own answer (zero-shot accuracy with the profile prompt)
     load       1-minute load average after the row (above ~2.5 on 2 cores means another process competed)
 
@@ -22,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -100,14 +99,6 @@ def instruction_for(user: dict[str, Any], n_known: int) -> str:
     )
 
 
-def is_valid(answer: str, options: list[str]) -> bool:
-    text = answer.strip().strip("[]().*").strip()
-    letters = [chr(65 + i) for i in range(len(options))]
-    if re.match(rf"^({'|'.join(letters)})(\b|[.):])", text):
-        return True
-    return any(o.split(". ", 1)[1].lower() in text.lower() for o in options)
-
-
 def run(lm: Any, adapter: dspy.Adapter, questions: list[dict[str, Any]], instruction: str) -> dict[str, Any]:
     predict = dspy.Predict(Survey.with_instructions(instruction))
     counter = CallCounter()
@@ -130,8 +121,8 @@ def run(lm: Any, adapter: dspy.Adapter, questions: list[dict[str, Any]], instruc
                 continue
             parsed += 1
             first_try += counter.calls - before == 1
-            valid += is_valid(str(pred.answer), q["opts"])
-            chosen = option_index(str(pred.answer).strip().strip("[]().*").strip(), q["options"])
+            chosen = option_index(pred.answer, q["options"])  # the metric's reading: letter, text or ["text"]
+            valid += chosen is not None
             agree += chosen is not None and chosen == q["answer_index"]
     seconds = time.perf_counter() - start
     usage = lm.history[-1]["usage"] if lm.history else {}

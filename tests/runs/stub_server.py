@@ -2,8 +2,10 @@
 
 Failures are planned per user tag ("[u3]" in the request) or for the next requests in order: HTTP 429, 500 and 503
 (with `Retry-After: 0`, so DSPy's backoff does not slow the tests), "slow" (answers after the client's timeout) and
-"401" (an authentication error whose message echoes the Authorization header, as some providers do). A per-user plan
-"500x2" fails that user's first two requests and then answers. It listens on 127.0.0.1 only and serves until closed.
+"401" (an authentication error whose message echoes the Authorization header, as some providers do), and "echo" (an
+HTTP 500 whose message echoes every request header). A per-user plan "500x2" fails that user's first two requests and
+then answers; `cycle` repeats a pattern over all other requests in order (["500"] * 3 + ["ok"] * 7 fails 30% of them,
+in bursts of three). It listens on 127.0.0.1 only and serves until closed.
 """
 
 import json
@@ -29,7 +31,9 @@ class StubState:
         self.next_failures: list[str] = []
         self.user_failures: dict[str, str] = {}
         self.requests: list[dict[str, Any]] = []
+        self.cycle: list[str] = []
         self.slow_seconds = 2.0
+        self._served = 0
 
     def plan(self, tag: str) -> str:
         with self.lock:
@@ -42,7 +46,12 @@ class StubState:
                     else:
                         del self.user_failures[tag]
                 return outcome
-            return self.next_failures.pop(0) if self.next_failures else "ok"
+            if self.next_failures:
+                return self.next_failures.pop(0)
+            if self.cycle:
+                self._served += 1
+                return self.cycle[(self._served - 1) % len(self.cycle)]
+            return "ok"
 
     def count(self, outcome: str | None = None) -> int:
         with self.lock:
@@ -83,8 +92,8 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
             tag = match.group(1) if match else "?"
             outcome = state.plan(tag)
             with state.lock:
-                state.requests.append({"tag": tag, "outcome": outcome, "authorization": bool(
-                    self.headers.get("Authorization"))})
+                state.requests.append({"tag": tag, "outcome": outcome, "authorization": self.headers.get(
+                    "Authorization"), "model": body.get("model")})
             if outcome == "slow":
                 time.sleep(state.slow_seconds)
                 outcome = "ok"
@@ -100,6 +109,10 @@ def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:
                 echoed = f"Incorrect API key provided: {self.headers.get('Authorization')}"
                 self._send(401, {"error": {"message": echoed, "type": "invalid_request_error",
                                            "code": "invalid_api_key"}})
+            elif outcome == "echo":
+                echoed = "; ".join(f"{key}: {value}" for key, value in self.headers.items())
+                self._send(500, {"error": {"message": f"bad request with headers {echoed}", "type": "server_error"}},
+                           {"Retry-After": "0"})
             else:
                 code = int(outcome)
                 self._send(code, {"error": {"message": f"stub failure {code}", "type": "server_error"}},

@@ -10,7 +10,14 @@ from fermi_dspy.data.builder import FileReport
 from fermi_dspy.data.globalopinionqa import GLOBAL, GLOBAL_FILE, read_globalopinionqa
 from fermi_dspy.data.opinionqa import HWANG, HWANG_FILE, PANELISTS, PANELISTS_FILE, read_hwang, read_panelists
 from fermi_dspy.data.paths import resolve_data_file
-from fermi_dspy.data.problems import TOO_FEW_EXAMPLES, BadRecord, bad_records_error, format_problems
+from fermi_dspy.data.problems import (
+    NO_VALID_ANSWERS,
+    NULL_ANSWER,
+    TOO_FEW_EXAMPLES,
+    BadRecord,
+    bad_records_error,
+    format_problems,
+)
 from fermi_dspy.data.records import LoadedUsers
 
 logger = logging.getLogger(__name__)
@@ -55,14 +62,29 @@ def canonical_dataset(name: str) -> str:
     return key
 
 
+def _set_aside_null_answers(report: FileReport) -> tuple[list[BadRecord], list[BadRecord]]:
+    """Split a report's problems into (problems, null answers and the users that had nothing but null answers)."""
+    nulls_per_user: dict[str | None, int] = {}
+    for problem in report.problems:
+        if problem.kind == NULL_ANSWER:
+            nulls_per_user[problem.user_id] = nulls_per_user.get(problem.user_id, 0) + 1
+    kept, aside = [], []
+    for problem in report.problems:
+        seen = report.users[problem.user_id].n_seen if problem.user_id in report.users else 0
+        only_nulls = problem.kind == NO_VALID_ANSWERS and seen > 0 and nulls_per_user.get(problem.user_id, 0) == seen
+        (aside if problem.kind == NULL_ANSWER or only_nulls else kept).append(problem)
+    return kept, aside
+
+
 def load_users(
     dataset: str,
     path: str | Path | None = None,
     *,
-    on_bad_record: Literal["raise", "skip"] = "raise",
+    on_bad_record: Literal["raise", "skip", "collect"] = "raise",
     limit: int | None = None,
     min_examples: int = 1,
     drop_refused: bool = False,
+    null_answers: Literal["problem", "skip"] = "problem",
 ) -> LoadedUsers:
     """Load a data set as per-user records.
 
@@ -77,13 +99,17 @@ def load_users(
         path: None for the file in `default_data_dir()`; a data file; or a directory holding it (the data directory
             or the data set's own folder).
         on_bad_record: "raise" raises `DataError` listing every problem in the file; "skip" leaves the bad
-            records/answers out, logs a warning, and lists them in `LoadedUsers.problems`.
+            records/answers out, logs a warning, and lists them in `LoadedUsers.problems`; "collect" is "skip"
+            without the warning, for callers that apply a policy of their own (e.g. `fermi_dspy.runs`).
         limit: Keep only the first `limit` users (in file order) after all checks and filters.
         min_examples: Leave out (and list in `LoadedUsers.excluded`) valid users with fewer answers than this, e.g.
             `n_train + n_test` for a fixed split. Default 1: keep every user that has an answer.
         drop_refused: Leave out answers that are a refusal ("Refused" in OpinionQA; "DK/Refused", "Don't know",
             "No answer", "Missing..." as a GlobalOpinionQA country's most chosen option). Default False: refusals are
             real answers among the options and are kept. Counts per user are listed in `LoadedUsers.excluded`.
+        null_answers: "problem" (default) counts a null answer (no recorded choice, e.g. Hwang's "UNKNOWN") as a bad
+            answer; "skip" leaves it out on purpose with a warning and lists it in `LoadedUsers.excluded` (kind
+            "null_answer"), like a user left with no answer but null ones. Structural problems stay problems.
 
     Returns:
         The users with the problems and exclusions found.
@@ -94,8 +120,10 @@ def load_users(
         ValueError: Unknown dataset or invalid argument.
     """
     spec = DATASETS[canonical_dataset(dataset)]
-    if on_bad_record not in ("raise", "skip"):
-        raise ValueError(f"on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}.")
+    if on_bad_record not in ("raise", "skip", "collect"):
+        raise ValueError(f"on_bad_record must be 'raise', 'skip' or 'collect', got {on_bad_record!r}.")
+    if null_answers not in ("problem", "skip"):
+        raise ValueError(f"null_answers must be 'problem' or 'skip', got {null_answers!r}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}.")
     if isinstance(min_examples, bool) or not isinstance(min_examples, int) or min_examples < 1:
@@ -104,9 +132,16 @@ def load_users(
     file = resolve_data_file(spec.relative_path, path)
     report = spec.reader(file, drop_refused=drop_refused)
     problems, excluded = report.problems, report.excluded
+    if null_answers == "skip":
+        problems, nulls = _set_aside_null_answers(report)
+        excluded = [*nulls, *excluded]
+        if nulls:
+            logger.warning("%s: left out %d answer(s) with no recorded choice (null_answers='skip'):\n%s", file,
+                           sum(1 for n in nulls if n.kind == NULL_ANSWER), format_problems(nulls))
     if problems:
         if on_bad_record == "raise":
             raise bad_records_error(file, problems)
+    if problems and on_bad_record == "skip":
         logger.warning(
             "%s: skipped %d bad record(s)/answer(s) (on_bad_record='skip'):\n%s",
             file,

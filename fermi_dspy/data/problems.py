@@ -70,16 +70,18 @@ class DataNotFoundError(DataError, FileNotFoundError):
     """The data directory or a data file does not exist."""
 
 
-def format_problems(problems: Sequence[BadRecord], *, max_listed: int = _MAX_LISTED) -> str:
+def format_problems(problems: Sequence[BadRecord], *, max_listed: int | None = _MAX_LISTED) -> str:
     """Render problems one per line, listing at most `max_listed` of them.
 
     Args:
         problems: The problems to render.
-        max_listed: How many to show before summarising the rest as "... and N more".
+        max_listed: How many to show before summarising the rest as "... and N more" (None: all of them).
 
     Returns:
         The indented multi-line text.
     """
+    if max_listed is None:
+        max_listed = len(problems)
     lines = [f"  {p}" for p in problems[:max_listed]]
     if len(problems) > max_listed:
         lines.append(f"  ... and {len(problems) - max_listed} more")

@@ -120,6 +120,25 @@ def test_hwang_null_answer_and_duplicate_user(write_jsonl, synth):
     assert loaded.get("guns-7").profile == {"Political party": "Other"}
 
 
+
+def test_null_answers_can_be_left_out_on_purpose_while_other_problems_stay(write_jsonl, synth):
+    rows = [
+        synth.hwang(7, "Guns", [synth.answer("Q1"), synth.answer("Q2", None, answer_letter="UNKNOWN")]),  # 1
+        synth.hwang(8, "Guns", [synth.answer("Q1", None)]),  # 2: its only answer is null
+        synth.hwang(9, "Guns", [synth.answer("Q1", "Nope")]),  # 3: not among the options
+    ]
+    path = write_jsonl("records.jsonl", rows)
+    with pytest.raises(DataError) as info:
+        load_users("hwang", path, null_answers="skip")
+    assert [(p.line, p.kind) for p in info.value.problems] == [(3, "answer_not_in_options"), (3, "no_valid_answers")]
+    loaded = _load_skip("hwang", path, null_answers="skip")
+    assert loaded.user_ids == ["guns-7"]
+    assert [(p.line, p.kind) for p in loaded.problems] == [(3, "answer_not_in_options"), (3, "no_valid_answers")]
+    assert [(p.line, p.kind, p.user_id) for p in loaded.excluded] == [
+        (1, "null_answer", "guns-7"), (2, "null_answer", "guns-8"), (2, "no_valid_answers", "guns-8")]
+    with pytest.raises(ValueError, match="null_answers"):
+        load_users("hwang", path, null_answers="drop")
+
 def test_global_problems(write_jsonl, synth):
     row = synth.country_row
     rows = [

@@ -1,16 +1,25 @@
 """Keep API keys, tokens and Authorization headers out of everything a run writes: files, logs and error texts.
 
 LM client errors can echo request headers (e.g. "Incorrect API key provided: sk-..."), so every text a run writes
-goes through `redact`, which replaces the secret values the run knows about (the API keys it was given, and the
-values of environment variables whose names say they hold a key, token, secret or password) and anything shaped
-like a bearer token, an `api_key=...` pair or an OpenAI-style `sk-...` key.
+goes through `redact`, the one redaction point: `layout.write_atomic` (every JSON file of the run directory), the
+events log, the logging filter on the root handlers (`install_log_redaction`) and the command line's stdout and
+stderr (`redacting_streams`). It replaces the secret values the run knows about (the API keys it was given, the
+values of environment variables whose names say they hold a key, token, secret or password, and credentials found in
+URLs with their Basic-auth encoding) and anything shaped like a bearer token, a Basic-auth header value, URL userinfo
+(``scheme://user:password@``), an `api_key=...` pair or an OpenAI-style `sk-...` key.
 """
 
+import base64
+import binascii
+import contextlib
+import io
 import logging
 import os
 import re
+import sys
 import threading
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 
 REDACTED = "***"
 
@@ -23,7 +32,11 @@ _PATTERNS = (
     re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|x-api-key|secret[_-]?key|password)[\"']?\s*[:=]\s*[\"']?)"
                r"[^\s\"',}&]{4,}"),
     re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+    # URL userinfo: scheme://user:password@host or scheme://token@host.
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
 )
+#: "Basic <base64>" is redacted when the base64 decodes to "user:password" (so "Basic settings" stays).
+_BASIC = re.compile(r"(?i)\b(basic)\s+([A-Za-z0-9+/]{4,}={0,2})")
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -34,6 +47,30 @@ def register_secret(value: str | None) -> None:
     if value and len(value) >= _MIN_SECRET_LENGTH:
         with _lock:
             _known.add(value)
+
+
+def register_url_credentials(url: str | None) -> bool:
+    """Remember the credentials in a URL's userinfo (user, password, "user:password" and its Basic-auth base64).
+
+    Returns:
+        Whether the URL holds userinfo.
+    """
+    if not url:
+        return False
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    if "@" not in parts.netloc:
+        return False
+    userinfo = parts.netloc.rpartition("@")[0]
+    for raw in {userinfo, urllib.parse.unquote(userinfo)}:
+        user, _, password = raw.partition(":")
+        register_secret(raw)
+        register_secret(password)
+        register_secret(user if not password else None)
+        register_secret(base64.b64encode(raw.encode()).decode())
+    return True
 
 
 def register_environment_secrets(environ: dict[str, str] | None = None) -> None:
@@ -48,6 +85,8 @@ def _replace_pattern(match: re.Match) -> str:
     # Keep the key name part ("Authorization: ", "api_key=") and the scheme word ("Bearer"), drop the value.
     if match.re is _PATTERNS[0]:
         return f"{match.group(1)} {REDACTED}"
+    if match.re is _PATTERNS[-1]:
+        return f"{match.group(1)}{REDACTED}@"
     if groups:
         return f"{groups[0]}{REDACTED}"
     return REDACTED
@@ -69,7 +108,15 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
             text = text.replace(secret, REDACTED)
     for pattern in _PATTERNS:
         text = pattern.sub(_replace_pattern, text)
-    return text
+    return _BASIC.sub(_replace_basic, text)
+
+
+def _replace_basic(match: re.Match) -> str:
+    try:
+        decoded = base64.b64decode(match.group(2), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return match.group(0)
+    return f"{match.group(1)} {REDACTED}" if ":" in decoded else match.group(0)
 
 
 class RedactingFilter(logging.Filter):
@@ -109,3 +156,38 @@ def install_log_redaction(logger: logging.Logger | None = None) -> Callable[[], 
             handler.removeFilter(redactor)
 
     return undo
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that redacts what is written to it and passes it on to `target`."""
+
+    def __init__(self, target: io.TextIOBase) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(redact(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def redacting_streams() -> Iterator[None]:
+    """While the block runs, everything printed to stdout and stderr (by this package or a library) is redacted."""
+    previous = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = RedactingStream(sys.stdout), RedactingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = previous

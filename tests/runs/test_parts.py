@@ -53,8 +53,11 @@ def test_an_event_line_cut_by_a_kill_is_skipped_and_closed(tmp_path):
 
 
 def test_lm_configs_keep_secrets_out_of_what_is_written():
-    config = LMConfig("openai/gpt-4o-mini", api_base="https://user:pw@host:8443/v1?key=abc", api_key=Secret("sk-x"))
+    config = LMConfig("openai/gpt-4o-mini", api_base="https://host:8443/v1?key=abc", api_key=Secret("sk-x"))
     assert config.describe()["api_base"] == "https://host:8443/v1"
+    with pytest.raises(ValueError, match="credentials") as error:
+        LMConfig("openai/gpt-4o-mini", api_base="https://user:pw-123456@host:8443/v1")
+    assert "pw-123456" not in str(error.value) and "https://host:8443/v1" in str(error.value)
     assert "sk-x" not in json.dumps([config.describe(), config.execution()]) and "sk-x" not in repr(config)
     assert pickle.loads(pickle.dumps(config)).api_key.reveal() == "sk-x"  # travels to Ray workers
     assert safe_url(None) is None

@@ -10,10 +10,16 @@ DSPy/LiteLLM model string such as "openai/gpt-4o-mini"), plus one more form:
   be used from the command line. The module must be importable in every worker (e.g. through ``PYTHONPATH``).
 
 API keys are `Secret`s: kept in memory and shipped to workers inside the task, never written to the run directory,
-its manifest or the logs.
+its manifest or the logs. An `api_base` with credentials in it (``http://user:password@host/v1``) is refused: the
+HTTP client would send them as Basic auth instead of the API key.
+
+Servers given by `api_base` get `SERVER_RETRIES` retries per call by default (local servers under load fail
+transiently), and their responses are cached under their endpoint: DSPy's cache key leaves `api_base` out, so two
+servers with the same model name would otherwise answer from each other's cache entries.
 """
 
 import importlib
+import ipaddress
 import logging
 import os
 import threading
@@ -23,13 +29,21 @@ from typing import Any, Literal
 
 import dspy
 
-from fermi_dspy.runs.redact import register_secret
+from fermi_dspy.runs.redact import register_secret, register_url_credentials
 
 logger = logging.getLogger(__name__)
 
 Role = Literal["task", "proposer"]
 FACTORY_PREFIX = "factory:"
 _ENV_BY_ROLE = {"task": ("FERMI_LM",), "proposer": ("FERMI_PROPOSER_LM", "FERMI_LM")}
+
+#: Retries of a transient error (timeout, connection error, 429, 5xx) per call to a server given by `api_base`, when
+#: `num_retries` is not set. With DSPy's backoff (1, 2, 4, 8, 16 s, or the server's Retry-After) a call survives a
+#: burst of 5 failures; at a 30% fault rate 1 call in ~1,400 still fails (its user is recorded as failed and retried
+#: on resume). A dead server costs each user about 31 s before it is recorded as failed; lower it with num_retries.
+SERVER_RETRIES = 5
+#: The header that carries a server's endpoint into DSPy's cache key (and tells the server nothing secret).
+ENDPOINT_HEADER = "X-Fermi-Endpoint"
 
 
 @dataclass(frozen=True)
@@ -54,8 +68,38 @@ def safe_url(url: str | None) -> str | None:
         return url
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
     if parts.port:
         host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` is this machine: "localhost" or a loopback address (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() in ("localhost", "localhost.localdomain") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def identity_url(url: str | None) -> str | None:
+    """`url` as part of a run's identity: `safe_url`, without the port when the host is a loopback address.
+
+    A local server (llama.cpp, vLLM, Ollama) is often started on whatever port is free, so a restart on another port
+    is the same endpoint; the port of a remote host is kept (another port there may well be another server).
+    """
+    cleaned = safe_url(url)
+    if not cleaned:
+        return cleaned
+    parts = urllib.parse.urlsplit(cleaned)
+    if parts.port is None or not is_loopback(parts.hostname):
+        return cleaned
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
@@ -94,6 +138,15 @@ class LMConfig:
     cache: bool = True
     num_retries: int | None = None
     timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if register_url_credentials(self.api_base):
+            raise ValueError(
+                f"api_base {safe_url(self.api_base)!r} was given with credentials in it (user:password@): the HTTP "
+                "client would send them as Basic auth and the API key not at all. Give the URL without them "
+                "(--api-base), put the key in an environment variable and name it with api_key_env "
+                "(--api-key-env NAME); it is sent as a Bearer token and never written anywhere."
+            )
 
     @classmethod
     def coerce(cls, value: "str | LMConfig | None") -> "LMConfig":
@@ -141,10 +194,13 @@ class LMConfig:
         return config
 
     def describe(self) -> dict[str, Any]:
-        """What this LM is, for the manifest: the settings that change answers. No secrets."""
+        """What this LM is, for the manifest: the settings that change answers. No secrets.
+
+        The port of a loopback `api_base` is left out (see `identity_url`); `execution()` records the one used.
+        """
         return {
             "spec": self.spec,
-            "api_base": safe_url(self.api_base),
+            "api_base": identity_url(self.api_base),
             "local_model": self.local_model,
             "route": self.route,
             "local_threads": self.local_threads,
@@ -155,6 +211,7 @@ class LMConfig:
     def execution(self) -> dict[str, Any]:
         """How this LM is called (may change between resumes). No secrets: only whether a key was given."""
         return {
+            "api_base": safe_url(self.api_base),
             "cache": self.cache,
             "num_retries": self.num_retries,
             "timeout": self.timeout,
@@ -202,11 +259,27 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
             )
     from fermi_dspy.lm import build_lm
 
-    return build_lm(
+    num_retries = config.num_retries
+    if num_retries is None and config.api_base:
+        num_retries = SERVER_RETRIES
+    lm = build_lm(
         config.spec, role=role, local_model=config.local_model, route=config.route, api_base=config.api_base,
         api_key=api_key, temperature=config.temperature, max_tokens=config.max_tokens, cache=config.cache,
-        num_retries=config.num_retries, timeout=config.timeout, check_connection=False,
+        num_retries=num_retries, timeout=config.timeout, check_connection=False,
     )
+    return cache_by_endpoint(lm, config.api_base)
+
+
+def cache_by_endpoint(lm: dspy.BaseLM, api_base: str | None) -> dspy.BaseLM:
+    """Make `api_base` part of DSPy's cache key for `lm`'s calls (DSPy's key leaves it out).
+
+    The endpoint (without credentials) rides in a request header, which DSPy keys on and LiteLLM sends along; servers
+    ignore headers they do not know. LMs with their own engine (local models, factories) own their connection and
+    are left as they are.
+    """
+    if api_base and isinstance(getattr(lm, "_engine_spec", "litellm"), str):
+        lm.kwargs["headers"] = {**(lm.kwargs.get("headers") or {}), ENDPOINT_HEADER: safe_url(api_base)}
+    return lm
 
 
 _CACHE_LOCK = threading.Lock()

@@ -8,8 +8,9 @@ calls (the per-user cap defaults to the user's estimated maximum when only a run
 enforced call by call inside its job (Fermi's `max_lm_calls`), so however many users run at once, on threads or on
 Ray machines, the run can never exceed its cap, and which user gets how much does not depend on scheduling: the
 same seed gives the same results with any engine or worker count, and after a resume. Allotments a user leaves
-unused are not handed on (that would make results depend on timing). A user whose attempt failed keeps what it
-spent: a retry gets the rest of its allotment.
+unused are not handed on (that would make results depend on timing). A user whose attempt failed, was stopped or
+was killed keeps what it spent (its call ledger records every call as it is made, see `fermi_dspy.runs.ledger`): the
+next attempt gets the rest of its allotment.
 
 USD is only known after a call (where DSPy reports it: hosted LiteLLM models), so the run's USD cap is a ledger:
 a user starts only while USD is left, reserving at most its per-user cap (default: its estimated maximum), and is
@@ -24,6 +25,7 @@ def call_allotments(
     *,
     run_cap: int | None,
     fixed: Mapping[int, int] | None = None,
+    spent: Mapping[int, int] | None = None,
 ) -> list[int | None]:
     """Per-user LM-call allotments, in user order.
 
@@ -31,6 +33,8 @@ def call_allotments(
         wanted: Per user, the calls it may make on its own (its per-user cap, or its estimate), None for no limit.
         run_cap: The run's cap on LM calls, or None.
         fixed: user index -> calls already charged to that user (finished users keep what they were allotted).
+        spent: user index -> calls earlier attempts of that (unfinished) user made; its allotment is never less, so
+            the allotments always cover what was spent (a run cap lowered on resume cannot undo spending).
 
     Returns:
         Per user, its allotment (None: uncapped). With a run cap, the allotments add up to at most `run_cap`.
@@ -38,7 +42,7 @@ def call_allotments(
     Raises:
         ValueError: A run cap together with a user that wants an unlimited number of calls.
     """
-    fixed = fixed or {}
+    fixed, spent = fixed or {}, spent or {}
     if run_cap is None:
         return [fixed.get(i, w) for i, w in enumerate(wanted)]
     left = run_cap
@@ -49,7 +53,7 @@ def call_allotments(
         else:
             if want is None:
                 raise ValueError("a run cap on LM calls needs a per-user cap or estimate for every user.")
-            granted = max(0, min(want, left))
+            granted = max(spent.get(index, 0), min(want, left))
         left -= granted
         allotments.append(granted)
     return allotments

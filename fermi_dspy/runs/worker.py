@@ -2,7 +2,9 @@
 
 `run_task` never raises for a user's own failure: the job's exception (or an LM endpoint that stays broken, see
 `fermi_dspy.runs.guard`) becomes a failed `TaskOutcome` with its reason, secrets removed. Only a stop of the whole
-run (`RunInterruptedError`, Ctrl-C) propagates.
+run (`RunInterruptedError`, Ctrl-C) propagates. Every LM call is charged in the user's call ledger before it is sent
+(`fermi_dspy.runs.ledger`), so a stop or a kill never loses what the attempt spent. A user whose task LM gave replies
+but none that DSPy's adapters could parse finishes as "unparseable": its scores are not evidence of anything.
 """
 
 import logging
@@ -18,14 +20,17 @@ import dspy
 
 from fermi_dspy.accounting import LMUsage
 from fermi_dspy.runs.errors import UserAbortError
-from fermi_dspy.runs.guard import UserLMUsage, guard_lm
+from fermi_dspy.runs.guard import ReplyParses, UserLMUsage, guard_lm
 from fermi_dspy.runs.jobs import JobContext, UserData, UserJob
+from fermi_dspy.runs.ledger import CallLedger
 from fermi_dspy.runs.lms import LMConfig, worker_lm
 from fermi_dspy.runs.redact import install_log_redaction, redact, register_environment_secrets
 
 logger = logging.getLogger(__name__)
 
-DONE, BUDGET_LIMITED, FAILED = "done", "budget_limited", "failed"
+DONE, BUDGET_LIMITED, FAILED, UNPARSEABLE = "done", "budget_limited", "failed", "unparseable"
+#: Statuses of a finished user (it has a result.json).
+FINISHED = (DONE, BUDGET_LIMITED, UNPARSEABLE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +46,8 @@ class UserTask:
         num_threads: Parallel LM calls within the user.
         max_calls: The user's LM-call allotment for this attempt (None: uncapped).
         max_cost: The user's USD allotment for this attempt (None: uncapped).
-        attempt: 1 for the first attempt, then 2, 3, ... (across resumes).
+        attempt: 1 for the first attempt, then 2, 3, ... (across resumes, interrupted attempts included).
+        ledger_path: The user's call ledger (users/<dir>/calls.jsonl), or None to count in memory only.
     """
 
     user: UserData
@@ -53,6 +59,7 @@ class UserTask:
     max_calls: int | None
     max_cost: float | None
     attempt: int = 1
+    ledger_path: str | None = None
 
 
 @dataclass
@@ -61,7 +68,8 @@ class TaskOutcome:
 
     Attributes:
         user_id: The user.
-        status: "done", "budget_limited" or "failed".
+        status: "done", "budget_limited", "unparseable" (finished, but no reply of the task LM could be parsed) or
+            "failed".
         result: The job's result (empty when failed).
         files: The job's files (empty when failed).
         usage: LM calls, tokens and cost of this attempt.
@@ -69,6 +77,9 @@ class TaskOutcome:
         error_type: The exception class name, else None.
         seconds: Wall time of the attempt.
         worker: "host:pid" of the process that ran it.
+        cache: Replies served from DSPy's cache and their tokens (see `UserLMUsage.cache`).
+        replies: Per role, replies parsed and unparseable (see `ReplyParses`).
+        ledger_written: The worker wrote the call ledger (False: the driver records the attempt's usage).
     """
 
     user_id: str
@@ -80,6 +91,9 @@ class TaskOutcome:
     error_type: str | None = None
     seconds: float = 0.0
     worker: str = ""
+    cache: dict[str, int] = field(default_factory=dict)
+    replies: dict[str, dict[str, int]] = field(default_factory=dict)
+    ledger_written: bool = False
 
 
 def worker_name() -> str:
@@ -110,27 +124,44 @@ def _prepare_process() -> None:
 def run_task(task: UserTask) -> TaskOutcome:
     """Run one user's job and report the outcome (see the module docstring)."""
     _prepare_process()
+    ledger = CallLedger.open(task.ledger_path, task.attempt)
+    try:
+        outcome = _run(task, UserLMUsage(ledger), ReplyParses())
+    finally:
+        if ledger is not None:
+            ledger.close()
+    outcome.ledger_written = ledger is not None
+    return outcome
+
+
+def _run(task: UserTask, meter: UserLMUsage, parses: ReplyParses) -> TaskOutcome:
     started = time.perf_counter()
     user_id = task.user.user_id
-    meter = UserLMUsage()
+
+    def failed(reason: str, error_type: str) -> TaskOutcome:
+        outcome = failed_outcome(user_id, reason, error_type, usage=meter.usage(),
+                                 seconds=time.perf_counter() - started)
+        outcome.cache, outcome.replies = meter.cache(), parses.to_dict()
+        return outcome
+
     try:
-        task_lm = guard_lm(worker_lm(task.task_lm, "task"), meter)
-        proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter)
+        task_lm = guard_lm(worker_lm(task.task_lm, "task"), meter, "task")
+        proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter, "proposer")
         context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
                              max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage)
-        with dspy.context(lm=task_lm):
+        with dspy.context(lm=task_lm, callbacks=[*dspy.settings.callbacks, parses]):
             output = task.job.run(task.user, context)
     except UserAbortError as exc:
-        return failed_outcome(user_id, exc.reason, exc.error_type, usage=meter.usage(),
-                              seconds=time.perf_counter() - started)
+        return failed(exc.reason, exc.error_type)
     except Exception as exc:
         logger.debug("User %s failed:\n%s", user_id, redact(traceback.format_exc()))
-        return failed_outcome(user_id, f"{type(exc).__name__}: {exc}", type(exc).__name__, usage=meter.usage(),
-                              seconds=time.perf_counter() - started)
+        return failed(f"{type(exc).__name__}: {exc}", type(exc).__name__)
     usage = meter.usage()
     if task.max_calls is not None and usage.calls > task.max_calls:  # a job bug; never hide it
-        return failed_outcome(user_id, f"the job made {usage.calls} LM calls, over its allotment of {task.max_calls}",
-                              "BudgetOverrunError", usage=usage, seconds=time.perf_counter() - started)
+        return failed(f"the job made {usage.calls} LM calls, over its allotment of {task.max_calls}",
+                      "BudgetOverrunError")
     status = BUDGET_LIMITED if output.budget_limited else DONE
+    if parses.never_parsed("task"):
+        status = UNPARSEABLE
     return TaskOutcome(user_id, status, output.result, output.files, usage, seconds=time.perf_counter() - started,
-                       worker=worker_name())
+                       worker=worker_name(), cache=meter.cache(), replies=parses.to_dict())

@@ -15,7 +15,9 @@ from fermi_dspy.runs.lms import clear_worker_lms
 from tests.runs import lms
 
 REPO = Path(__file__).resolve().parents[2]
-VOLATILE = ("timing",)
+VOLATILE = ("timing", "attempts")
+#: What an interrupted attempt leaves in a resumed user's budget record: what its attempts spent before this one.
+EARLIER_ATTEMPTS = ("calls_in_failed_attempts", "earlier_attempts")
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +52,8 @@ def run_kwargs(**overrides: Any) -> dict[str, Any]:
 
 
 def user_results(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Per user: result.json without its timing, plus the program and details files, for comparing runs."""
+    """Per user: result.json without its timing and attempt bookkeeping (an interrupted attempt makes the resumed one
+    attempt 2, with the first one's calls charged), plus the program and details files, for comparing runs."""
     out = {}
     for folder in sorted((run_dir / "users").iterdir()):
         result_path = folder / "result.json"
@@ -59,6 +62,8 @@ def user_results(run_dir: Path) -> dict[str, dict[str, Any]]:
         result = json.loads(result_path.read_text())
         for key in VOLATILE:
             result.pop(key, None)
+        for key in EARLIER_ATTEMPTS:
+            result["budget"].pop(key, None)
         result["program.json"] = json.loads((folder / "program.json").read_text())
         result["details.json"] = json.loads((folder / "details.json").read_text())
         out[result["user_id"]] = result

@@ -6,16 +6,21 @@
       input_problems.json      bad records found in the input (file, line, user, kind, reason) and users left out
       events.jsonl             append-only log: run_started, user_started, user_done, user_failed, user_not_started,
                                run_finished (one JSON object per line; a line cut by a kill is ignored)
-      users/<dir>/result.json  a finished user (written last: its presence is what "finished" means)
+      users/<dir>/result.json  a finished user (written last: its presence is what "finished" means), with the
+                               fingerprint and identity of the settings it was computed under
       users/<dir>/program.json the user's personalized program (and any other files the job returns)
-      users/<dir>/failure.json the user's last attempt failed: reason, error type, attempts, calls spent
+      users/<dir>/failure.json the user's last attempt failed: reason, error type, attempts, calls and tokens spent
+      users/<dir>/calls.jsonl  append-only ledger of every LM call of every attempt, written as the calls happen
+                               (see `fermi_dspy.runs.ledger`): what an interrupted or killed attempt spent
       failures.json            every user whose last attempt failed, rewritten at the end of each invocation
       summary.json             counts, LM usage, budget, throughput; rewritten at the end of each invocation
       .lock                    held (flock) by the process running the directory
 
 <dir> is the user id when it is a safe file name, else a slug of it plus a hash (result.json keeps the real id).
 Every file is written to a temporary file in the same folder, flushed to disk and renamed over the target, so a
-reader (or a resume after SIGKILL) sees either the old or the new file, never half of one.
+reader (or a resume after SIGKILL) sees either the old or the new file, never half of one. A file damaged from
+outside is caught on resume: a result.json that does not parse or lacks a field is ignored (the user is run again,
+with a logged reason), and an unreadable manifest over existing user records refuses the resume.
 """
 
 import contextlib
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fermi_dspy.runs.errors import RunLockedError
+from fermi_dspy.runs.ledger import LEDGER, LedgerTotals, end_cut_line, read_ledger
 from fermi_dspy.runs.redact import redact
 
 MANIFEST = "manifest.json"
@@ -43,7 +49,9 @@ FAILURE = "failure.json"
 LOCK = ".lock"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_RESERVED_FILES = {RESULT, FAILURE}
+_RESERVED_FILES = {RESULT, FAILURE, LEDGER}
+#: Statuses a result.json may hold (see `fermi_dspy.runs.worker.FINISHED`).
+_RESULT_STATUSES = ("done", "budget_limited", "unparseable")
 
 
 def user_dir_name(user_id: str) -> str:
@@ -88,6 +96,52 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def read_json_checked(path: Path) -> tuple[Any | None, str | None]:
+    """(the JSON in `path`, None), (None, None) if the file is missing, or (None, why it cannot be read)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        return None, f"is not valid JSON ({exc})"
+
+
+def result_problem(data: Any, user_id: str) -> str | None:
+    """Why `data` is not a complete result.json of `user_id`, or None if it is one."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not an object"
+    if data.get("user_id") != user_id:
+        return f"belongs to user {data.get('user_id')!r}"
+    if data.get("status") not in _RESULT_STATUSES:
+        return f"has status {data.get('status')!r}"
+    usage, budget = data.get("usage"), data.get("budget")
+    if not isinstance(usage, dict) or not isinstance(usage.get("calls"), int):
+        return "has no LM usage"
+    if not isinstance(budget, dict):
+        return "has no budget record"
+    for key in ("run_fingerprint", "input_sha256"):
+        if not isinstance(data.get(key), str):
+            return f"has no {key}"
+    if not isinstance(data.get("run_identity"), dict):
+        return "has no run_identity"
+    if not isinstance(data.get("result"), dict):
+        return "has no result"
+    return None
+
+
+def manifest_problem(data: Any) -> str | None:
+    """Why `data` is not a readable manifest, or None."""
+    if not isinstance(data, dict):
+        return f"holds a JSON {type(data).__name__}, not a manifest"
+    if not isinstance(data.get("fingerprint"), str) or not isinstance(data.get("identity"), dict):
+        return "has no fingerprint or identity"
+    return None
+
+
 class RunDir:
     """Paths and atomic writes of one run directory (see the module docstring for the layout).
 
@@ -115,6 +169,30 @@ class RunDir:
 
     def read_manifest(self) -> dict[str, Any] | None:
         return read_json(self.manifest_path)
+
+    def inspect_manifest(self) -> tuple[dict[str, Any] | None, str | None]:
+        """(the manifest, None), (None, None) when there is none, or (None, why it is unreadable)."""
+        data, problem = read_json_checked(self.manifest_path)
+        if data is None:
+            if problem is None and self.manifest_path.exists():  # e.g. a directory of that name
+                problem = "cannot be read"
+            return None, problem
+        problem = manifest_problem(data)
+        return (None, problem) if problem else (data, None)
+
+    def user_records(self) -> dict[str, list[str]]:
+        """Per user folder, the records it holds (result.json, failure.json, calls.jsonl); only non-empty ones."""
+        out: dict[str, list[str]] = {}
+        try:
+            folders = list(os.scandir(self.users_path))
+        except OSError:
+            return out
+        for folder in folders:
+            if folder.is_dir():
+                held = [name for name in (RESULT, FAILURE, LEDGER) if os.path.exists(os.path.join(folder.path, name))]
+                if held:
+                    out[folder.name] = held
+        return out
 
     def write_json(self, name: str, data: Any) -> None:
         """Write a top-level JSON file atomically."""
@@ -150,9 +228,24 @@ class RunDir:
     # -- per user -------------------------------------------------------------------------------------------------
 
     def read_result(self, user_id: str) -> dict[str, Any] | None:
-        """A finished user's result.json, or None if the user has not finished."""
-        data = read_json(self.user_path(user_id) / RESULT)
-        return data if isinstance(data, dict) and data.get("user_id") == user_id else None
+        """A finished user's result.json, or None if the user has not finished (or its result.json is damaged)."""
+        return self.inspect_result(user_id)[0]
+
+    def inspect_result(self, user_id: str) -> tuple[dict[str, Any] | None, str | None]:
+        """(result, None) for a finished user, (None, None) for one without result.json, or (None, what is wrong)."""
+        data, problem = read_json_checked(self.user_path(user_id) / RESULT)
+        if data is None:
+            return None, problem
+        problem = result_problem(data, user_id)
+        return (None, problem) if problem else (data, None)
+
+    def ledger_path(self, user_id: str) -> Path:
+        """The user's call ledger (see `fermi_dspy.runs.ledger`)."""
+        return self.user_path(user_id) / LEDGER
+
+    def read_ledger(self, user_id: str) -> LedgerTotals:
+        """What the user's attempts spent, per attempt."""
+        return read_ledger(self.ledger_path(user_id))
 
     def read_failure(self, user_id: str) -> dict[str, Any] | None:
         """The failure.json of a user whose last attempt failed, or None."""
@@ -203,16 +296,7 @@ class RunDir:
 
     def end_cut_event(self) -> None:
         """Close a last events.jsonl line that a kill cut short, so the next event starts on its own line."""
-        path = self.path / EVENTS
-        try:
-            with path.open("rb") as handle:
-                handle.seek(-1, os.SEEK_END)
-                cut = handle.read(1) != b"\n"
-        except OSError:
-            return
-        if cut:
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write("\n")
+        end_cut_line(self.path / EVENTS)
 
     def events(self) -> list[dict[str, Any]]:
         """Every complete event so far (a last line cut short by a kill is skipped)."""

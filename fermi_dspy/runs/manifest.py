@@ -5,6 +5,11 @@ secrets), the seed, the per-user caps and the data (data set, sha256 of the data
 match it exactly. How the run is executed (engine, workers, threads, run-level caps, retries) may change between
 invocations; each invocation's execution settings are logged in events.jsonl. Which users are run may change too
 (e.g. a larger `--users`), but a finished user whose own data changed is refused.
+
+Every result.json carries the fingerprint and identity of the settings it was computed under, so a resume also
+refuses a result from other settings (copied in, or written while the manifest was lost), naming the differences, and
+a manifest that is missing or unreadable while users/ holds records cannot be replaced silently
+(`check_orphaned_records`).
 """
 
 import hashlib
@@ -17,7 +22,7 @@ from typing import Any
 
 from fermi_dspy.runs.errors import ManifestMismatchError
 
-FORMAT = "fermi-dspy-run/1"
+FORMAT = "fermi-dspy-run/2"  # /2: results carry their settings fingerprint; call ledgers
 
 
 def fingerprint(identity: Mapping[str, Any]) -> str:
@@ -54,6 +59,11 @@ def build_manifest(identity: Mapping[str, Any], *, data_source: Mapping[str, Any
     }
 
 
+def differences(old: Any, new: Any) -> list[str]:
+    """The settings that differ between two identities, as "key.path: old -> new" lines."""
+    return _differences(old, json.loads(json.dumps(new, default=str)))
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         out = []
@@ -83,8 +93,7 @@ def check_resume(existing: Mapping[str, Any], identity: Mapping[str, Any], run_d
         )
     old_identity = existing.get("identity", {})
     if existing.get("fingerprint") != fingerprint(identity):
-        changes = _differences(old_identity, dict(json.loads(json.dumps(identity, default=str))))
-        listed = "\n".join(f"  {c}" for c in changes[:30]) or "  (the fingerprint differs)"
+        listed = _listed(differences(old_identity, dict(identity)))
         raise ManifestMismatchError(
             f"Cannot resume {run_dir}: it holds a run with other settings, data or LMs:\n{listed}\n"
             "Resume with the same settings, or pass a new run directory to start a new run."
@@ -95,3 +104,63 @@ def check_resume(existing: Mapping[str, Any], identity: Mapping[str, Any], run_d
         if old_versions.get(name) not in (None, value):
             notes.append(f"{name} was {old_versions[name]} when the run started and is {value} now")
     return notes
+
+
+def _listed(changes: list[str]) -> str:
+    return "\n".join(f"  {c}" for c in changes[:30]) or "  (the fingerprint differs)"
+
+
+def other_settings_error(run_dir: Path, users: list[str], old_identity: Any, identity: Mapping[str, Any],
+                         users_path: Path) -> ManifestMismatchError:
+    """The refusal of finished users whose results were computed under other settings than this run's."""
+    names = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+    listed = _listed(differences(old_identity, dict(identity))) if isinstance(old_identity, Mapping) else \
+        "  (their settings are not recorded)"
+    return ManifestMismatchError(
+        f"Cannot resume {run_dir}: {len(users)} finished user(s) ({names}) were computed under other settings than "
+        f"this run's:\n{listed}\nResume with the settings they were computed under, move their folders out of "
+        f"{users_path} (they are then run again), or pass a new run directory to start a new run."
+    )
+
+
+def check_orphaned_records(run_dir: Path, state: str, records: Mapping[str, Mapping[str, Any]],
+                           identity: Mapping[str, Any], *, rebuild: bool) -> str:
+    """Decide about user records left under a missing or unreadable manifest.
+
+    Args:
+        run_dir: The run directory.
+        state: What is wrong with the manifest ("is missing", "is not valid JSON (...)", ...).
+        records: Per user folder: {"finished": bool, "fingerprints": set of str, "identity": the identity its
+            result.json records, or None}.
+        identity: The settings given now.
+        rebuild: Write a new manifest from the settings given now if every record was computed under them.
+
+    Returns:
+        A note for the log, when the manifest may be rebuilt.
+
+    Raises:
+        ManifestMismatchError: Always, unless `rebuild` and no record was computed under other settings.
+    """
+    current = fingerprint(identity)
+    finished = sum(1 for r in records.values() if r["finished"])
+    header = (f"Cannot resume {run_dir}: manifest.json {state}, but users/ holds records of {len(records)} users "
+              f"({finished} finished). Without the manifest the settings they were computed under cannot be checked "
+              "against the ones given now, and resuming could mix results of two runs.")
+    other = {name: r for name, r in records.items() if r["fingerprints"] - {current}}
+    if other:
+        old = next((r["identity"] for r in other.values() if isinstance(r["identity"], Mapping)), None)
+        listed = _listed(differences(old, dict(identity))) if old is not None else "  (not recorded)"
+        names = ", ".join(sorted(other)[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise ManifestMismatchError(
+            f"{header}\n{len(other)} of them ({names}) were computed under other settings:\n{listed}\n"
+            "Resume with the settings they were computed under and rebuild_manifest=True (--rebuild-manifest), or "
+            "pass a new run directory to start a new run."
+        )
+    if not rebuild:
+        raise ManifestMismatchError(
+            f"{header}\nEvery one of them that records its settings was computed under the settings given now "
+            f"(fingerprint {current[:12]}): pass rebuild_manifest=True (--rebuild-manifest) to write a new manifest "
+            "from them and resume, or pass a new run directory to start a new run."
+        )
+    return (f"manifest.json {state}; rebuilt it from the settings given now, under which the records of all "
+            f"{len(records)} users were computed")

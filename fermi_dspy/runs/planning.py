@@ -1,7 +1,9 @@
-"""Planning an invocation: each user's state (finished, failed, to run), its LM-call allotment, and the estimate
-of what is left to run."""
+"""Planning an invocation: each user's state (finished, failed, to run), what its earlier attempts spent (its call
+ledger), its LM-call allotment, and the estimate of what is left to run."""
 
-from dataclasses import dataclass
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from fermi_dspy.runs.budget import call_allotments
@@ -9,16 +11,23 @@ from fermi_dspy.runs.errors import ManifestMismatchError
 from fermi_dspy.runs.estimate import RunEstimate, summarize_estimates, token_price
 from fermi_dspy.runs.jobs import UserData, UserJob, WorkEstimate
 from fermi_dspy.runs.layout import RunDir
+from fermi_dspy.runs.ledger import LedgerTotals
 from fermi_dspy.runs.lms import LMConfig
+from fermi_dspy.runs.manifest import other_settings_error
 from fermi_dspy.runs.settings import RunSettings
+
+logger = logging.getLogger(__name__)
+
+USAGE_KEYS = ("calls", "failed_calls", "prompt_tokens", "completion_tokens", "cache_hits", "cached_prompt_tokens",
+              "cached_completion_tokens")
 
 _ESTIMATE_SAMPLE = 200
 
 
 @dataclass
 class PlannedUser:
-    """One user's state in this invocation: its result or last failure read from the run directory, its call bounds
-    and its LM-call allotment."""
+    """One user's state in this invocation: its result or last failure read from the run directory, what its
+    earlier attempts spent (its call ledger), its call bounds and its LM-call allotment."""
 
     index: int
     user: UserData
@@ -27,48 +36,86 @@ class PlannedUser:
     result: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
     allotment: int | None = None
+    ledger: LedgerTotals = field(default_factory=LedgerTotals)
+    damaged: str | None = None
+
+    def spent_before(self) -> dict[str, Any]:
+        """What the user's attempts so far spent (the ledger, or failure.json where it says more)."""
+        usage = self.ledger.usage()
+        failure = self.failure or {}
+        usage["calls"] = max(usage["calls"], int(failure.get("calls_spent") or 0))
+        usage["failed_calls"] = max(usage["failed_calls"], int(failure.get("failed_calls") or 0))
+        for name in ("prompt_tokens", "completion_tokens"):
+            usage[name] = max(usage[name], int(failure.get(name) or 0))
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        if failure.get("cost_spent") is not None:
+            usage["cost"] = max(usage["cost"] or 0.0, float(failure["cost_spent"]))
+        return usage
 
     @property
     def calls_spent_before(self) -> int:
-        return int((self.failure or {}).get("calls_spent", 0))
+        return int(self.spent_before()["calls"])
 
     @property
     def cost_spent_before(self) -> float:
-        return float((self.failure or {}).get("cost_spent") or 0.0)
+        return float(self.spent_before()["cost"] or 0.0)
 
     @property
     def attempts_before(self) -> int:
-        return int((self.failure or {}).get("attempts", 0))
+        return max(self.ledger.last_attempt, int((self.failure or {}).get("attempts", 0)))
 
 
-def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, settings: RunSettings) -> list[PlannedUser]:
-    """Each user's state (finished, failed, to run) and LM-call allotment; `run_dir` None for a new run."""
+def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, settings: RunSettings, *,
+               identity: Mapping[str, Any] | None = None, fingerprint: str | None = None) -> list[PlannedUser]:
+    """Each user's state (finished, failed, to run) and LM-call allotment; `run_dir` None for a new run.
+
+    A result.json that does not parse or lacks a field counts as missing: the user is run again (the reason is
+    logged), and what its attempts spent stays charged.
+
+    Raises:
+        ManifestMismatchError: A finished user's input data changed, or its result was computed under other settings
+            than `fingerprint` (the differences are listed).
+    """
     planned = []
+    other: list[PlannedUser] = []
     for index, user in enumerate(users):
         min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
         item = PlannedUser(index, user, min_calls, max_calls)
         if run_dir is not None:
-            item.result, item.failure = run_dir.read_result(user.user_id), run_dir.read_failure(user.user_id)
+            item.result, item.damaged = run_dir.inspect_result(user.user_id)
+            item.failure = run_dir.read_failure(user.user_id)
+            if item.damaged:
+                logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id),
+                               item.damaged, user.user_id)
+            if item.result is None:
+                item.ledger = run_dir.read_ledger(user.user_id)
         if item.result is not None and item.result.get("input_sha256") != user.fingerprint():
             raise ManifestMismatchError(
                 f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
                 f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
             )
+        if item.result is not None and fingerprint is not None and item.result["run_fingerprint"] != fingerprint:
+            other.append(item)
         planned.append(item)
-    fixed = {}
+    if other:
+        raise other_settings_error(run_dir.path, [p.user.user_id for p in other], other[0].result.get("run_identity"),
+                                   identity or {}, run_dir.users_path)
+    fixed, spent = {}, {}
     for item in planned:
         if item.result is not None:
-            budget = item.result.get("budget", {})
+            budget = item.result["budget"]
             allotment = budget.get("allotment")
             fixed[item.index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
                 budget.get("calls_in_failed_attempts", 0))
         elif item.failure is not None and not settings.retry_failed:
             fixed[item.index] = item.calls_spent_before
+        elif item.calls_spent_before:
+            spent[item.index] = item.calls_spent_before
     per_user = settings.max_calls_per_user
     wanted = [per_user if per_user is not None else (p.max_calls if settings.max_calls_per_run else None)
               for p in planned]
-    for item, allotment in zip(planned, call_allotments(wanted, run_cap=settings.max_calls_per_run, fixed=fixed),
-                               strict=True):
+    allotments = call_allotments(wanted, run_cap=settings.max_calls_per_run, fixed=fixed, spent=spent)
+    for item, allotment in zip(planned, allotments, strict=True):
         item.allotment = allotment
     return planned
 
@@ -107,22 +154,37 @@ def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkE
     return WorkEstimate(**values)
 
 
-def usage_totals(planned: list[PlannedUser]) -> dict[str, Any]:
-    calls = failed = prompt = completion = 0
-    costs = []
+def empty_usage() -> dict[str, Any]:
+    return {**dict.fromkeys(USAGE_KEYS, 0), "total_tokens": 0, "cost": None}
+
+
+def add_usage(total: dict[str, Any], part: Mapping[str, Any]) -> None:
+    """Add a usage dict (calls, tokens, cost, cache hits) into `total`."""
+    for name in USAGE_KEYS:
+        total[name] += int(part.get(name) or 0)
+    total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
+    if part.get("cost") is not None:
+        total["cost"] = (total["cost"] or 0.0) + float(part["cost"])
+
+
+def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> dict[str, Any]:
+    """The run's LM usage: every attempt of every user, finished, failed or interrupted.
+
+    Args:
+        planned: The users.
+        run_dir: Re-read the ledgers of unfinished users here (to count attempts interrupted in this invocation).
+    """
+    total = empty_usage()
     for item in planned:
         if item.result is not None:
-            usage = item.result.get("usage", {})
-            calls += int(usage.get("calls", 0)) + int(item.result.get("budget", {}).get("calls_in_failed_attempts", 0))
-            failed += int(usage.get("failed_calls", 0))
-            prompt += int(usage.get("prompt_tokens", 0))
-            completion += int(usage.get("completion_tokens", 0))
-            if usage.get("cost") is not None:
-                costs.append(float(usage["cost"]))
-        if item.failure is not None and item.result is None:
-            calls += item.calls_spent_before
-            failed += int(item.failure.get("failed_calls", 0))
-            if item.failure.get("cost_spent"):
-                costs.append(float(item.failure["cost_spent"]))
-    return {"calls": calls, "failed_calls": failed, "prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion, "cost": sum(costs) if costs else None}
+            add_usage(total, item.result.get("usage", {}))
+            budget = item.result.get("budget", {})
+            earlier = budget.get("earlier_attempts")
+            add_usage(total, earlier if isinstance(earlier, Mapping) else
+                      {"calls": budget.get("calls_in_failed_attempts", 0)})
+            continue
+        if run_dir is not None:
+            item.ledger = run_dir.read_ledger(item.user.user_id)
+        add_usage(total, item.spent_before())
+    total["cached_tokens"] = total["cached_prompt_tokens"] + total["cached_completion_tokens"]
+    return total

@@ -1,5 +1,9 @@
 """The scheduler: keeps up to `max_workers` users running on the engine, writes each outcome as it arrives, and
-builds the invocation's summary."""
+builds the invocation's summary.
+
+Each attempt is bracketed in the user's call ledger: a "start" line (with the run's fingerprint) before the task is
+submitted, the worker's line per call, and an "end" line with the attempt's usage when its outcome arrives. An
+attempt that never reports (the run was stopped or killed) keeps its call lines, which the next plan charges."""
 
 import logging
 import time
@@ -10,12 +14,13 @@ from fermi_dspy.runs.budget import CostLedger
 from fermi_dspy.runs.estimate import RunEstimate
 from fermi_dspy.runs.jobs import UserJob
 from fermi_dspy.runs.layout import RunDir
+from fermi_dspy.runs.ledger import append_line, end_cut_line
 from fermi_dspy.runs.lms import LMConfig
 from fermi_dspy.runs.planning import PlannedUser, usage_totals
 from fermi_dspy.runs.progress import RunProgress
 from fermi_dspy.runs.settings import RunSettings
 from fermi_dspy.runs.summary import BUDGET, COMPLETED, INTERRUPTED, RunSummary, UserFailure
-from fermi_dspy.runs.worker import BUDGET_LIMITED, FAILED, TaskOutcome, UserTask
+from fermi_dspy.runs.worker import BUDGET_LIMITED, FAILED, UNPARSEABLE, TaskOutcome, UserTask
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +31,10 @@ class Scheduler:
     """Keeps up to `max_workers` users running on the engine and records each outcome."""
 
     def __init__(self, run_dir: RunDir, job: UserJob, planned: list[PlannedUser], settings: RunSettings,
-                 task: LMConfig, proposer: LMConfig, estimate: RunEstimate, already: int) -> None:
+                 task: LMConfig, proposer: LMConfig, estimate: RunEstimate, already: int, *,
+                 identity: dict[str, Any] | None = None, fingerprint: str | None = None) -> None:
         self.run_dir, self.job, self.settings = run_dir, job, settings
+        self.identity, self.fingerprint = identity or {}, fingerprint
         self.task, self.proposer = task, proposer
         self.planned = planned
         self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned)["cost"] or 0.0)
@@ -39,6 +46,8 @@ class Scheduler:
         self.users_run = 0
         self.calls = 0
         self.attempts_here: dict[str, int] = {}
+        #: user id -> the attempt submitted and not reported yet (interrupted if it is still here at the end).
+        self.open_attempts: dict[str, int] = {}
 
     def _task_for(self, item: PlannedUser) -> tuple[UserTask | None, str, float | None]:
         calls = None if item.allotment is None else item.allotment - item.calls_spent_before
@@ -64,10 +73,30 @@ class Scheduler:
                 return None, f"the run's USD budget leaves it ${cost_cap:.6f}, below the ~${needed:.6f} it needs", None
         if cost_cap is not None and cost_cap <= 0:
             return None, "its USD allotment is spent by earlier failed attempts", None
-        attempt = item.attempts_before + 1  # item.failure is updated after each failed attempt
+        attempt = item.attempts_before + 1  # the ledger and item.failure are updated after each attempt
+        ledger = self.run_dir.ledger_path(item.user.user_id).resolve()
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
-                        calls, cost_cap, attempt)
+                        calls, cost_cap, attempt, str(ledger))
         return task, "", cost_cap
+
+    def _start(self, task: UserTask) -> None:
+        """Open the attempt in the user's ledger (before the worker charges its first call there)."""
+        path = self.run_dir.ledger_path(task.user.user_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        end_cut_line(path)
+        append_line(path, {"attempt": task.attempt, "event": "start", "run_fingerprint": self.fingerprint,
+                           "max_calls": task.max_calls, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        self.open_attempts[task.user.user_id] = task.attempt
+
+    def _end(self, item: PlannedUser, task: UserTask, outcome: TaskOutcome) -> None:
+        """Close the attempt in the ledger with its usage, and re-read what the user has spent."""
+        uid = item.user.user_id
+        self.open_attempts.pop(uid, None)
+        append_line(self.run_dir.ledger_path(uid), {
+            "attempt": task.attempt, "event": "end", "status": outcome.status,
+            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "written_by": "worker" if outcome.ledger_written else "driver"})
+        item.ledger = self.run_dir.read_ledger(uid)
 
     def run(self, engine: Any) -> str:
         queue = deque(p for p in self.planned if p.result is None and (p.failure is None or
@@ -85,6 +114,7 @@ class Scheduler:
                         continue
                     self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
                                        max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name)
+                    self._start(task)
                     inflight[engine.submit(task)] = (item, task, reserved)
                 if not inflight:
                     break
@@ -105,20 +135,29 @@ class Scheduler:
         """Write the outcome into the run directory; True if the user should be retried in this invocation."""
         uid = item.user.user_id
         self.calls += outcome.usage.calls
+        earlier = item.spent_before()  # the attempts before this one
+        self._end(item, task, outcome)
         if outcome.status == FAILED:
             self.attempts_here[uid] = self.attempts_here.get(uid, 0) + 1
             previous = item.failure or {}
+            item.failure = None
+            spent = item.spent_before()  # this attempt included (the ledger was re-read)
+            spent["calls"] = max(spent["calls"], earlier["calls"] + outcome.usage.calls)
             item.failure = {
                 "user_id": uid,
                 "reason": outcome.error,
                 "error_type": outcome.error_type,
                 "attempts": task.attempt,
-                "calls_spent": item.calls_spent_before + outcome.usage.calls,
-                "failed_calls": int(previous.get("failed_calls", 0)) + outcome.usage.failed_calls,
-                "cost_spent": (item.cost_spent_before + outcome.usage.cost) if outcome.usage.cost else
-                previous.get("cost_spent"),
-                "last_attempt": {"usage": outcome.usage.to_dict(), "seconds": outcome.seconds,
-                                 "worker": outcome.worker, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+                "calls_spent": spent["calls"],
+                "failed_calls": max(spent["failed_calls"], int(previous.get("failed_calls", 0)) +
+                                    outcome.usage.failed_calls),
+                "prompt_tokens": spent["prompt_tokens"],
+                "completion_tokens": spent["completion_tokens"],
+                "cost_spent": spent["cost"],
+                "run_fingerprint": self.fingerprint,
+                "last_attempt": {"usage": {**outcome.usage.to_dict(), **outcome.cache}, "replies": outcome.replies,
+                                 "seconds": outcome.seconds, "worker": outcome.worker,
+                                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             }
             self.run_dir.record_failure(uid, item.failure)
             self.run_dir.event("user_failed", user_id=uid, attempt=task.attempt, reason=outcome.error,
@@ -131,11 +170,14 @@ class Scheduler:
             "status": outcome.status,
             "job": self.job.name,
             "result": outcome.result,
-            "usage": outcome.usage.to_dict(),
+            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "replies": outcome.replies,
             "budget": {"allotment": item.allotment, "max_cost": task.max_cost,
-                       "calls_in_failed_attempts": item.calls_spent_before},
+                       "calls_in_failed_attempts": earlier["calls"], "earlier_attempts": earlier},
             "attempts": task.attempt,
             "input_sha256": item.user.fingerprint(),
+            "run_fingerprint": self.fingerprint,
+            "run_identity": self.identity,
             "timing": {"seconds": outcome.seconds, "worker": outcome.worker,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         }
@@ -144,19 +186,33 @@ class Scheduler:
         self.users_run += 1
         self.run_dir.event("user_done", user_id=uid, status=outcome.status, calls=outcome.usage.calls,
                            seconds=round(outcome.seconds, 3))
+        if outcome.status == UNPARSEABLE:
+            logger.warning("User %s: none of its %d task-LM replies could be parsed, so its scores mean nothing "
+                           "(marked 'unparseable'; check the model and its chat template).", uid,
+                           outcome.replies.get("task", {}).get("unparseable", 0))
         self.progress.finished(outcome)
         return False
+
+    def interrupted_calls(self) -> int:
+        """LM calls of the attempts submitted in this invocation that never reported (read from their ledgers)."""
+        total = 0
+        for uid, attempt in self.open_attempts.items():
+            spent = self.run_dir.read_ledger(uid).attempts.get(attempt)
+            total += spent.calls if spent is not None else 0
+        return total
 
 
 def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler, status: str, estimate: RunEstimate,
                notes: list[str], started: float, schedule_started: float, *, skipped: int,
                bad_records: int) -> RunSummary:
     done = [p for p in planned if p.result is not None]
+    unparseable = [p.user.user_id for p in done if p.result.get("status") == UNPARSEABLE]
     failed = [p for p in planned if p.result is None and p.failure is not None]
     not_started = set(scheduler.not_started)
     pending = [p for p in planned if p.result is None and p.failure is None and p.user.user_id not in not_started]
     if status == COMPLETED and pending:
         status = INTERRUPTED
+    interrupted = scheduler.interrupted_calls()
     seconds = time.perf_counter() - started
     scheduling = time.perf_counter() - schedule_started
     failures = tuple(UserFailure(p.user.user_id, str(p.failure.get("reason")), str(p.failure.get("error_type")),
@@ -174,10 +230,11 @@ def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler,
         skipped=skipped,
         already_done=len(done) - scheduler.users_run,
         bad_records=bad_records,
-        usage=usage_totals(planned),
+        usage=usage_totals(planned, run),
         this_invocation={
             "users_run": scheduler.users_run,
-            "lm_calls": scheduler.calls,
+            "lm_calls": scheduler.calls + interrupted,
+            "interrupted_attempts": len(scheduler.open_attempts),
             "seconds": seconds,
             "scheduling_seconds": scheduling,
             "users_per_minute": scheduler.users_run / scheduling * 60 if scheduling > 0 else 0.0,
@@ -186,4 +243,6 @@ def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler,
         not_started_users=tuple(sorted(not_started))[:_LISTED],
         estimate=estimate,
         notes=tuple(notes),
+        unparseable=len(unparseable),
+        unparseable_users=tuple(unparseable[:_LISTED]),
     )

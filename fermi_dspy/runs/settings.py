@@ -28,6 +28,9 @@ class RunSettings:
             them in input_problems.json and the summary.
         resume: Continue the run already in the run directory (finished users are skipped). False refuses to use a
             directory that already holds a run.
+        rebuild_manifest: When manifest.json is missing or unreadable but users/ holds records, write a new manifest
+            from the settings given now; allowed only if every record that names its settings was computed under
+            them (otherwise the resume is refused, listing the differences).
         retry_failed: On resume, run again users whose last attempt failed.
         user_retries: Extra attempts, within this invocation, for a user that failed (after the LM client's own
             retries of each call). A retry is queued behind the other users and gets what is left of its allotment.
@@ -47,6 +50,7 @@ class RunSettings:
     max_cost_per_run: float | None = None
     on_bad_record: BadRecordPolicy = "raise"
     resume: bool = True
+    rebuild_manifest: bool = False
     retry_failed: bool = True
     user_retries: int = 0
     display_progress: bool = True

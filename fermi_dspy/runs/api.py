@@ -41,6 +41,7 @@ def personalize_users(
     max_cost_per_run: float | None = None,
     on_bad_record: BadRecordPolicy = "raise",
     resume: bool = True,
+    rebuild_manifest: bool = False,
     retry_failed: bool = True,
     user_retries: int = 0,
     display_progress: bool = True,
@@ -54,7 +55,9 @@ def personalize_users(
     atomically; a user that fails (its LM endpoint still failing after retries, or any error) is recorded with its
     reason in users/<id>/failure.json and the run goes on. Re-running skips finished users (none is paid for twice),
     retries failed ones and restarts the one that was interrupted, so a run killed at any moment and resumed gives
-    the same results as an uninterrupted one (same seed, deterministic LM).
+    the same results as an uninterrupted one (same seed, deterministic LM, no cap cut short by the kill). Every LM
+    call is charged in users/<id>/calls.jsonl as it is made, so the calls of a stopped or killed attempt count
+    against the user's and the run's caps on resume: the caps hold across any sequence of kills.
 
     Args:
         users: A data set name ("panelists", "hwang", "global"; see `fermi_dspy.data.load_users`), a `LoadedUsers`,
@@ -78,8 +81,12 @@ def personalize_users(
         max_calls_per_run: Cap on the run's LM calls, split into per-user allotments in user order.
         max_cost_per_user: USD cap per user (only where DSPy reports cost: hosted LiteLLM models).
         max_cost_per_run: USD cap on the run (likewise).
-        on_bad_record: "raise" refuses to start on bad records; "skip" leaves them out and lists them.
+        on_bad_record: "raise" refuses to start on bad records (every one is written to
+            `run_dir`/input_problems.json); "skip" leaves them out and lists them. A null answer (no recorded choice)
+            is not a bad record: it is left out with a warning.
         resume: Continue a run already in `run_dir` (False refuses a directory that holds a run).
+        rebuild_manifest: Write a new manifest when manifest.json is missing or unreadable but users/ holds records,
+            if every record was computed under the settings given now (else the resume is refused).
         retry_failed: On resume, run users whose last attempt failed again.
         user_retries: Extra attempts in this invocation for a failed user.
         display_progress: Show a progress bar over users.
@@ -90,8 +97,10 @@ def personalize_users(
         The run's summary (also written to summary.json).
 
     Raises:
-        DataError: Bad records and `on_bad_record="raise"` (nothing is started).
-        ManifestMismatchError: `run_dir` holds a run with other settings, data or LMs.
+        DataError: Bad records and `on_bad_record="raise"` (nothing is started), or no user to run (e.g. an empty
+            data file).
+        ManifestMismatchError: `run_dir` holds a run with other settings, data or LMs, results computed under other
+            settings, or user records under a missing or unreadable manifest.
         RunLockedError: Another process is running in `run_dir`.
         RayNotInstalledError: `engine="ray"` without Ray installed.
 
@@ -108,7 +117,8 @@ def personalize_users(
         seed=seed, engine=engine, max_workers=max_workers, num_threads=num_threads,
         max_calls_per_user=max_calls_per_user, max_calls_per_run=max_calls_per_run,
         max_cost_per_user=max_cost_per_user, max_cost_per_run=max_cost_per_run, on_bad_record=on_bad_record,
-        resume=resume, retry_failed=retry_failed, user_retries=user_retries, display_progress=display_progress,
+        resume=resume, rebuild_manifest=rebuild_manifest, retry_failed=retry_failed, user_retries=user_retries,
+        display_progress=display_progress,
         ray_address=ray_address, ray_cpus_per_user=ray_cpus_per_user,
     )
     job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))
@@ -140,16 +150,19 @@ def estimate_users(
     max_cost_per_run: float | None = None,
     on_bad_record: BadRecordPolicy = "raise",
     retry_failed: bool = True,
+    rebuild_manifest: bool = False,
 ) -> RunEstimate:
     """The dry run of `personalize_users`: expected LM calls, tokens and USD, with no LM call and nothing written.
 
     Takes the same arguments as `personalize_users` (those about execution only are left out). If `run_dir` holds
-    this run, its finished users are left out, as a resume would skip them.
+    this run, its finished users are left out, as a resume would skip them. The returned estimate lists every bad
+    record and every null answer left out (`RunEstimate.bad_records`, `.excluded`).
     """
     settings = RunSettings(
         seed=seed, max_workers=max_workers, num_threads=num_threads, max_calls_per_user=max_calls_per_user,
         max_calls_per_run=max_calls_per_run, max_cost_per_user=max_cost_per_user, max_cost_per_run=max_cost_per_run,
-        on_bad_record=on_bad_record, retry_failed=retry_failed, display_progress=False,
+        on_bad_record=on_bad_record, retry_failed=retry_failed, rebuild_manifest=rebuild_manifest,
+        display_progress=False,
     )
     job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))
     prepared, source = prepare_users(users, data_path=data_path, on_bad_record=on_bad_record, limit=limit,

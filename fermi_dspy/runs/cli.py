@@ -6,8 +6,10 @@
     fermi-dspy personalize --data hwang --run-dir runs/big --engine ray --lm openai/gpt-4o-mini \\
         --api-key-env OPENAI_API_KEY --max-calls 50000 --max-cost 20 --workers 16 --threads 4
 
-Exit status: 0 every user finished (or dry run); 3 some users failed or got no budget (listed; re-run to retry);
-1 the run was refused (bad records, changed settings, locked directory, missing Ray, bad options); 130 interrupted.
+Exit status: 0 every user finished (or dry run); 3 some users failed, got no budget, or got no parseable reply from
+the task LM (listed; re-run to retry failed ones); 1 the run was refused (bad records, no users, changed settings, a
+damaged run directory, a locked directory, missing Ray, bad options); 130 interrupted. Everything printed goes through
+the run's redaction (`fermi_dspy.runs.redact`).
 """
 
 import argparse
@@ -59,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never "
                      "written anywhere)")
     lms.add_argument("--num-retries", type=int, default=None, help="retries of an LM call after a timeout, "
-                     "connection error, 429 or 5xx, with exponential backoff (default: DSPy's)")
+                     "connection error, 429 or 5xx, with exponential backoff (default: 5 for --api-base servers, "
+                     "else DSPy's)")
     lms.add_argument("--timeout", type=float, default=None, help="seconds per HTTP request")
     lms.add_argument("--no-cache", action="store_true", help="turn DSPy's response cache off")
 
@@ -74,6 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--ray-cpus-per-user", type=float, default=1.0)
     run.add_argument("--user-retries", type=int, default=0, help="extra attempts for a failed user in this run")
     run.add_argument("--no-retry-failed", action="store_true", help="on resume, leave users that failed as they are")
+    run.add_argument("--rebuild-manifest", action="store_true", help="manifest.json is missing or unreadable: write "
+                     "a new one if every user record was computed under the settings given now")
     run.add_argument("--dry-run", action="store_true", help="print the expected LM calls, tokens and cost; spend "
                      "nothing")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -120,6 +125,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "max_cost_per_run": args.max_cost,
         "on_bad_record": args.on_bad_record,
         "retry_failed": not args.no_retry_failed,
+        "rebuild_manifest": getattr(args, "rebuild_manifest", False),
     }
 
 
@@ -151,17 +157,24 @@ def _stop_on_sigterm() -> Iterator[None]:
 def main(args: argparse.Namespace) -> int:
     """Run `fermi-dspy personalize` with parsed arguments; return the exit status."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from fermi_dspy.data import DataError
-    from fermi_dspy.runs.api import estimate_users, personalize_users
-    from fermi_dspy.runs.errors import RunError
-    from fermi_dspy.runs.redact import install_log_redaction
+    from fermi_dspy.runs.redact import install_log_redaction, redacting_streams
 
     _configure_logging(args.log)
     install_log_redaction()
-    common = _common(args)
+    with redacting_streams():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from fermi_dspy.data import DataError
+    from fermi_dspy.data.problems import format_problems
+    from fermi_dspy.runs.api import estimate_users, personalize_users
+    from fermi_dspy.runs.errors import RunError
+
     try:
+        common = _common(args)
         if args.dry_run:
             estimate = estimate_users(args.data, run_dir=args.run_dir, **common)
             print(f"Dry run (nothing spent) for {args.run_dir}:\n{estimate.format()}")
@@ -175,8 +188,15 @@ def main(args: argparse.Namespace) -> int:
         print("\ninterrupted; finished users are saved: re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except DataError as exc:
-        print(f"error: {exc}\nOn the command line: --on-bad-record skip leaves them out and lists them in "
-              f"{args.run_dir}/input_problems.json.", file=sys.stderr)
+        if not exc.problems:
+            print(f"error: {exc}", file=sys.stderr)
+        elif args.dry_run:
+            print(f"error: {len(exc.problems)} bad record(s) in the input; the run would be refused. Every one:\n"
+                  f"{format_problems(exc.problems, max_listed=None)}\nFix them, or pass --on-bad-record skip to "
+                  "leave exactly these records out.", file=sys.stderr)
+        else:
+            print(f"error: {exc}\nOn the command line: --on-bad-record skip leaves them out and lists them in "
+                  f"{args.run_dir}/input_problems.json.", file=sys.stderr)
         return EXIT_REFUSED
     except (RunError, ValueError, TypeError, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,12 +5,15 @@ questions, profile and demonstrations), since no tokenizer is needed for that an
 """
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 
+from fermi_dspy.data import BadRecord
+from fermi_dspy.data.problems import NULL_ANSWER, format_problems
 from fermi_dspy.runs.jobs import WorkEstimate
 from fermi_dspy.runs.lms import LMConfig
 
@@ -67,6 +70,8 @@ class RunEstimate:
         concurrency: At most this many LM calls in flight at once (users at once x threads per user).
         lms: Model spec per role.
         notes: Assumptions behind the numbers.
+        bad_records: Bad records in the input (left out with on_bad_record="skip"); a dry run shows every one.
+        excluded: Answers and users left out on purpose (null answers, too few answers for the split).
     """
 
     users: int
@@ -78,6 +83,8 @@ class RunEstimate:
     concurrency: int
     lms: dict[str, str | None] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    bad_records: tuple[BadRecord, ...] = ()
+    excluded: tuple[BadRecord, ...] = ()
 
     @property
     def calls_max(self) -> int:
@@ -104,6 +111,8 @@ class RunEstimate:
             "max_concurrent_calls": self.concurrency,
             "lms": dict(self.lms),
             "notes": list(self.notes),
+            "bad_records": len(self.bad_records),
+            "excluded": len(self.excluded),
         }
 
     def format(self) -> str:
@@ -123,6 +132,18 @@ class RunEstimate:
             lines.append("Cost: no price known for these LMs (local or unlisted models; DSPy reports no cost)")
         lines.append(f"Parallelism: at most {self.concurrency} LM call(s) in flight")
         lines.extend(f"Note: {note}" for note in self.notes)
+        if self.bad_records:
+            lines.append(f"Bad records left out ({len(self.bad_records)}, every one):")
+            lines.append(format_problems(self.bad_records, max_listed=None))
+        nulls = [e for e in self.excluded if e.kind == NULL_ANSWER]
+        if nulls:
+            lines.append(f"Answers with no recorded choice left out ({len(nulls)}, every one):")
+            lines.append(format_problems(nulls, max_listed=None))
+        others = [e for e in self.excluded if e.kind != NULL_ANSWER]
+        if others:
+            kinds = ", ".join(f"{kind}: {n}" for kind, n in sorted(Counter(e.kind for e in others).items()))
+            lines.append(f"Users or answers left out on purpose: {len(others)} ({kinds}); the first of them:")
+            lines.append(format_problems(others[:5]))
         return "\n".join(lines)
 
 

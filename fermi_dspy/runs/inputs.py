@@ -56,20 +56,26 @@ def prepare_users(
         users: A data set name for `fermi_dspy.data.load_users` ("panelists", "hwang", "global"), a `LoadedUsers`,
             `UserRecord`s (split here with `split_user`), or ready `UserData` (used as given).
         data_path: The data file or folder, with a data set name.
-        on_bad_record: Passed to `load_users`: "raise" refuses a file with bad records (listing file and line of
-            each), "skip" leaves them out and lists them.
+        on_bad_record: "raise" (the run refuses a file with bad records, listing file and line of each) or "skip"
+            (left out and listed). Either way the file's bad records come back in `DataSource.problems`, every one
+            of them: the run applies the policy (`run_user_jobs`), so it can write the complete list. A null answer
+            (no recorded choice) is not a bad record: it is left out with a warning and listed in
+            `DataSource.excluded`.
         limit: Use only the first `limit` users.
         n_train: Train examples per user (int, or a fraction of the user's examples).
         n_test: Test examples per user (None: all the rest).
         seed: Seeds the split.
 
     Raises:
-        DataError: Bad records and `on_bad_record="raise"`.
+        DataError: The data file cannot be found or read.
+        ValueError: An unknown data set or policy.
     """
+    if on_bad_record not in ("raise", "skip"):
+        raise ValueError(f"on_bad_record={on_bad_record!r}; use 'raise' or 'skip'.")
     split = {"n_train": n_train, "n_test": n_test}
     if isinstance(users, str):
         fixed = isinstance(n_train, int) and not isinstance(n_train, bool) and isinstance(n_test, int)
-        users = load_users(users, data_path, on_bad_record=on_bad_record, limit=limit,
+        users = load_users(users, data_path, on_bad_record="collect", limit=limit, null_answers="skip",
                            min_examples=max(1, n_train + n_test) if fixed else 1)
         limit = None
     if isinstance(users, LoadedUsers):

@@ -3,27 +3,42 @@
 The driver (this process) screens the users for bad records, writes or checks the manifest, splits the budgets,
 and then keeps up to `max_workers` users running on the engine. As each user ends, the driver writes its files and
 result.json atomically (or its failure.json), appends an event and updates the progress bar. A re-run of the same
-call skips finished users; a user that was running when the process died has no result.json and simply starts over.
+call skips finished users; a user that was running when the process died has no result.json and starts over, with
+what its interrupted attempts spent charged to its allotment (its call ledger, `fermi_dspy.runs.ledger`).
 """
 
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fermi_dspy.data import BadRecord, DataError
+from fermi_dspy.data.problems import format_problems
 from fermi_dspy.runs.engines import import_ray, make_engine
 from fermi_dspy.runs.errors import RunError
 from fermi_dspy.runs.estimate import RunEstimate
 from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.jobs import UserData, UserJob
-from fermi_dspy.runs.layout import FAILURES, INPUT_PROBLEMS, MANIFEST, SUMMARY, RunDir
+from fermi_dspy.runs.layout import (
+    FAILURE,
+    FAILURES,
+    INPUT_PROBLEMS,
+    MANIFEST,
+    RESULT,
+    SUMMARY,
+    RunDir,
+    read_json,
+    result_problem,
+)
+from fermi_dspy.runs.ledger import LEDGER, read_ledger
 from fermi_dspy.runs.lms import LMConfig
-from fermi_dspy.runs.manifest import build_manifest, check_resume
+from fermi_dspy.runs.manifest import build_manifest, check_orphaned_records, check_resume, fingerprint
 from fermi_dspy.runs.planning import PlannedUser, estimate_pending, plan_users
 from fermi_dspy.runs.redact import install_log_redaction, register_environment_secrets
 from fermi_dspy.runs.scheduler import Scheduler, summarize_run
-from fermi_dspy.runs.screening import bad_records_error, problem_dict, screen_users
+from fermi_dspy.runs.screening import bad_records_error, no_users_error, problem_dict, screen_users
 from fermi_dspy.runs.settings import DataSource, RunSettings
 from fermi_dspy.runs.summary import COMPLETED, INTERRUPTED, RunSummary
 
@@ -37,18 +52,85 @@ def _identity(job: UserJob, task: LMConfig, proposer: LMConfig, source: DataSour
             "data": source.identity(), **settings.identity()}
 
 
-def _open_run(run_dir: RunDir, identity: dict[str, Any], source: DataSource, settings: RunSettings,
-              task: LMConfig, proposer: LMConfig) -> list[str]:
-    """Write the manifest of a new run, or check that `identity` is the run already there; return notes."""
-    existing = run_dir.read_manifest() if run_dir.exists() else None
+def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
+    """Per user folder with records: whether it finished, the settings fingerprints its records name, and the
+    identity its result.json records (for naming differences)."""
+    out = {}
+    for name, held in run_dir.user_records().items():
+        folder = run_dir.users_path / name
+        result = read_json(folder / RESULT) if RESULT in held else None
+        failure = read_json(folder / FAILURE) if FAILURE in held else None
+        prints = set(read_ledger(folder / LEDGER).fingerprints) if LEDGER in held else set()
+        identity = None
+        for record in (result, failure):
+            if isinstance(record, dict) and isinstance(record.get("run_fingerprint"), str):
+                prints.add(record["run_fingerprint"])
+        if isinstance(result, dict) and isinstance(result.get("run_identity"), dict):
+            identity = result["run_identity"]
+        finished = isinstance(result, dict) and result_problem(result, str(result.get("user_id"))) is None
+        out[name] = {"finished": finished, "fingerprints": prints, "identity": identity}
+    return out
+
+
+def _check_run(run_dir: RunDir, identity: dict[str, Any], settings: RunSettings) -> tuple[dict[str, Any] | None,
+                                                                                           list[str]]:
+    """Check that `identity` may run in `run_dir`, writing nothing: (the manifest there or None, notes).
+
+    Raises:
+        ManifestMismatchError: Other settings, or user records under a missing or unreadable manifest.
+        RunError: `settings.resume` is False and the directory holds a run.
+    """
+    existing, problem = run_dir.inspect_manifest()
     if existing is None:
-        run_dir.write_json(MANIFEST, build_manifest(identity, data_source=source.describe(), execution={
-            **settings.execution(), "lms": {"task": task.execution(), "proposer": proposer.execution()}}))
-        return []
+        records = _orphaned_records(run_dir)
+        if not records:
+            return None, []
+        if not settings.resume:
+            raise RunError(f"{run_dir.path} already holds user records; resume it (resume=True, the default) or "
+                           "choose a new run directory.")
+        note = check_orphaned_records(run_dir.path, problem or "is missing", records, identity,
+                                      rebuild=settings.rebuild_manifest)
+        return None, [note]
     if not settings.resume:
         raise RunError(f"{run_dir.path} already holds a run; resume it (resume=True, the default) or choose a new "
                        "run directory.")
-    return check_resume(existing, identity, run_dir.path)
+    return existing, check_resume(existing, identity, run_dir.path)
+
+
+def _open_run(run_dir: RunDir, identity: dict[str, Any], source: DataSource, settings: RunSettings,
+              task: LMConfig, proposer: LMConfig) -> list[str]:
+    """Write the manifest of a new (or rebuilt) run, or check that `identity` is the run already there; return notes."""
+    existing, notes = _check_run(run_dir, identity, settings)
+    if existing is None:
+        run_dir.write_json(MANIFEST, build_manifest(identity, data_source=source.describe(), execution={
+            **settings.execution(), "lms": {"task": task.execution(), "proposer": proposer.execution()}}))
+    return notes
+
+
+def refuse_bad_records(run_dir: str | Path | None, problems: list[BadRecord],
+                       excluded: list[BadRecord] = ()) -> DataError:
+    """Write every bad record to <run_dir>/input_problems.json (if a run directory is given) and return the error
+    that refuses the run, showing the first ones and naming the file."""
+    if run_dir is None:
+        return bad_records_error(problems)
+    run = RunDir(run_dir)
+    with run.locked():
+        run.write_json(INPUT_PROBLEMS, {"policy": "raise", "refused": True,
+                                        "bad_records": [problem_dict(p) for p in problems],
+                                        "excluded": [problem_dict(p) for p in excluded]})
+    return bad_records_error(problems, run.path / INPUT_PROBLEMS)
+
+
+def _screen(users: Sequence[UserData], job: UserJob, source: DataSource, settings: RunSettings,
+            run_dir: str | Path | None) -> tuple[list[UserData], list[BadRecord], list[BadRecord]]:
+    """The users to run, the bad records found by the job's screening and all bad records; applies the policy."""
+    kept, problems = screen_users(users, job)
+    all_problems = [*source.problems, *problems]
+    if all_problems and settings.on_bad_record == "raise":
+        raise refuse_bad_records(run_dir, all_problems, list(source.excluded))
+    if not kept:
+        raise no_users_error(source.path, all_problems, source.excluded, len(users))
+    return kept, problems, all_problems
 
 
 def _to_run(planned: list[PlannedUser], settings: RunSettings) -> list[PlannedUser]:
@@ -115,16 +197,16 @@ def run_user_jobs(
     register_environment_secrets()
     task = LMConfig.coerce(task_lm).resolve("task")
     proposer = LMConfig.coerce(proposer_lm).resolve("proposer", default=task)
-    kept, problems = screen_users(users, job)
-    all_problems = [*source.problems, *problems]
-    if all_problems and settings.on_bad_record == "raise":
-        raise bad_records_error(all_problems)
+    kept, problems, all_problems = _screen(users, job, source, settings, run_dir)
     if settings.engine == "ray":
         import_ray()  # fail before anything is written
-    for problem in problems:
-        logger.warning("Skipped bad record: %s", problem)
+    if all_problems:
+        listed = f"{Path(run_dir) / INPUT_PROBLEMS}"
+        logger.warning("Skipped %d bad record(s) (on_bad_record='skip'; all listed in %s):\n%s", len(all_problems),
+                       listed, format_problems(all_problems))
     run = RunDir(run_dir)
     identity = _identity(job, task, proposer, source, settings)
+    run_fingerprint = fingerprint(identity)
     undo_redaction = install_log_redaction()
     try:
         with run.locked():
@@ -135,7 +217,7 @@ def run_user_jobs(
             run.write_json(INPUT_PROBLEMS, {"policy": settings.on_bad_record,
                                             "bad_records": [problem_dict(p) for p in all_problems],
                                             "excluded": [problem_dict(p) for p in source.excluded]})
-            planned = plan_users(run, kept, job, settings)
+            planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=run_fingerprint)
             already = sum(1 for p in planned if p.result is not None)
             todo = _to_run(planned, settings)
             workers = settings.max_workers or 1
@@ -146,7 +228,8 @@ def run_user_jobs(
             run.event("run_started", users=len(planned), already_done=already, to_run=len(todo),
                       execution=settings.execution(), lms={"task": task.execution(), "proposer": proposer.execution()},
                       estimate=estimate.to_dict())
-            scheduler = Scheduler(run, job, planned, settings, task, proposer, estimate, already)
+            scheduler = Scheduler(run, job, planned, settings, task, proposer, estimate, already, identity=identity,
+                                  fingerprint=run_fingerprint)
             schedule_started, status = time.perf_counter(), INTERRUPTED
             try:
                 status = _schedule(run, scheduler, settings, todo)
@@ -181,13 +264,15 @@ def estimate_user_jobs(
     source = source or DataSource()
     task = LMConfig.coerce(task_lm).resolve("task", need_key=False)
     proposer = LMConfig.coerce(proposer_lm).resolve("proposer", default=task, need_key=False)
-    kept, problems = screen_users(users, job)
-    if (problems or source.problems) and settings.on_bad_record == "raise":
-        raise bad_records_error([*source.problems, *problems])
+    kept, _, all_problems = _screen(users, job, source, settings, None)
+    identity = _identity(job, task, proposer, source, settings)
     run = RunDir(run_dir) if run_dir is not None else None
-    if run is not None and run.exists():
-        check_resume(run.read_manifest() or {}, _identity(job, task, proposer, source, settings), run.path)
+    if run is not None and run.path.is_dir():
+        existing, _ = _check_run(run, identity, replace(settings, resume=True))
+        if existing is None and not run.user_records():
+            run = None
     else:
         run = None
-    planned = plan_users(run, kept, job, settings)
-    return estimate_pending(_to_run(planned, settings), job, settings, task, proposer, settings.max_workers or 1)
+    planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=fingerprint(identity))
+    estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer, settings.max_workers or 1)
+    return replace(estimate, bad_records=tuple(all_problems), excluded=tuple(source.excluded))

@@ -56,7 +56,7 @@ def test_run_then_resume(users_file, tmp_path, capsys):
 def test_bad_records_refuse_with_exit_1(users_file, tmp_path, capsys):
     assert main(args(users_file(2, extra_lines=bad_lines()), tmp_path / "run")) == EXIT_REFUSED
     err = capsys.readouterr().err
-    assert "error: 5 bad records" in err and "users-2.jsonl:3: malformed JSON" in err
+    assert "error: 5 bad record(s)" in err and "users-2.jsonl:3: malformed JSON" in err
     assert "--on-bad-record skip" in err
 
 
@@ -80,8 +80,9 @@ def test_failed_users_exit_3_and_the_key_is_never_printed(users_file, tmp_path, 
     assert "synthetic-1: LMAuthError" in captured.out
     assert FAKE_KEY not in captured.out + captured.err
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["execution"]["lms"]["task"] == {"cache": True, "num_retries": 0, "timeout": None,
-                                                    "api_key_env": "CLI_TEST_KEY", "api_key_given": True}
+    assert manifest["execution"]["lms"]["task"] == {"api_base": api_base, "cache": True, "num_retries": 0,
+                                                    "timeout": None, "api_key_env": "CLI_TEST_KEY",
+                                                    "api_key_given": True}
 
 
 def test_a_missing_key_variable_is_refused(users_file, tmp_path, capsys, monkeypatch):
@@ -97,3 +98,19 @@ def test_a_missing_key_variable_is_refused(users_file, tmp_path, capsys, monkeyp
 def test_bad_factory_specs_fail_the_users_with_a_clear_reason(users_file, tmp_path, capsys, spec, message):
     assert main(args(users_file(1), tmp_path / "run", "--lm", spec)) == EXIT_INCOMPLETE
     assert message in capsys.readouterr().out
+
+
+def test_the_readmes_many_user_dry_run_runs_as_written_on_the_shipped_data(tmp_path, capsys, monkeypatch):
+    from fermi_dspy.data import DataNotFoundError, default_data_dir
+
+    try:
+        default_data_dir()
+    except DataNotFoundError as exc:
+        pytest.skip(f"real data not available: {exc}")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FERMI_LM", raising=False)
+    command = "--data hwang --users 100 --run-dir runs/hwang --dry-run".split()
+    assert main(build_parser().parse_args(command)) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "Users to run: 100" in captured.out and "no recorded choice" in captured.out
+    assert not (tmp_path / "runs").exists()

@@ -108,7 +108,7 @@ def _open_run(run_dir: RunDir, identity: dict[str, Any], source: DataSource, set
 
 
 def refuse_bad_records(run_dir: str | Path | None, problems: list[BadRecord],
-                       excluded: list[BadRecord] = ()) -> DataError:
+                       excluded: Sequence[BadRecord] = ()) -> DataError:
     """Write every bad record to <run_dir>/input_problems.json (if a run directory is given) and return the error
     that refuses the run, showing the first ones and naming the file."""
     if run_dir is None:

@@ -12,7 +12,7 @@ MIN_TRAINSET_SIZE = 2
 
 def _describe(name: str, index: int, example: dspy.Example) -> str:
     preview = ""
-    for key in ("question", "query", "input", "text"):
+    for key in ("question", "query", "input", "text", "title"):
         if key in example:
             preview = f" ({key}={str(example[key])[:60]!r})"
             break
@@ -52,7 +52,9 @@ def validate_examples(
         name: What to call them in errors ("trainset", "valset").
         student: The program they will be fed to.
         min_size: The fewest examples accepted.
-        check_answers: Also require one label and, for multiple choice, an answer among its options.
+        check_answers: Also require a label and, for multiple choice (an `options` input), that the answer (the
+            label "answer", or the only label, e.g. "tag") is among the options. Examples without options (e.g. a
+            star `rating`) need only a label.
 
     Raises:
         TypeError: Not a list of dspy.Example.
@@ -87,10 +89,12 @@ def validate_examples(
         if not labels:
             raise ValueError(f"{where} has no label (the user's answer); add e.g. answer=... that is not an input.")
         options = example.get("options")
-        answer = example.get("answer")
+        # The label compared with the options is the metrics' answer field: "answer", or the only label (e.g. "tag").
+        field = "answer" if "answer" in labels else labels[0] if len(labels) == 1 else None
+        answer = example.get(field) if field is not None else None
         if isinstance(options, list | tuple) and options and answer is not None:
             if option_index(answer, options) is None:
                 raise ValueError(
-                    f"{where}: answer {answer!r} is not among its options {list(options)}. "
-                    "Fix the record (the answer must be one of the options or its letter) or drop it."
+                    f"{where}: {field} {answer!r} is not among its options {list(options)}. "
+                    f"Fix the record (the {field} must be one of the options or its letter) or drop it."
                 )

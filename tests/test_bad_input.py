@@ -76,6 +76,16 @@ def test_example_without_a_label(lms):
         compile_with(lms, data)
 
 
+def test_only_label_not_among_its_options(lms):
+    """Without an `answer` field, the only label (here `tag`) is the one checked against the options."""
+    student = dspy.Predict("title, options: list[str] -> tag")
+    data = [dspy.Example(title=f"Film {i}", options=["comedy", "action"], tag=tag).with_inputs("title", "options")
+            for i, tag in enumerate(["comedy", "action", "horror"])]
+    with pytest.raises(ValueError, match=r"trainset\[2\] \(title='Film 2'\): tag 'horror' is not among its options"):
+        compile_with(lms, data, student=student)
+    assert_no_lm_call(lms)
+
+
 @pytest.mark.parametrize("profile", [42, ["Age", "65+"], {"Age": {"min": 65}}, {1: "x"}])
 def test_profile_of_the_wrong_type(lms, profile):
     with pytest.raises(TypeError, match="profile"):

@@ -4,10 +4,18 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fermi_dspy.data.builder import FileReport
 from fermi_dspy.data.globalopinionqa import GLOBAL, GLOBAL_FILE, read_globalopinionqa
+from fermi_dspy.data.movielens import (
+    MOVIELENS_RATING,
+    MOVIELENS_TAG,
+    RATINGS_FILE,
+    TAGS_FILE,
+    read_movielens_ratings,
+    read_movielens_tags,
+)
 from fermi_dspy.data.opinionqa import HWANG, HWANG_FILE, PANELISTS, PANELISTS_FILE, read_hwang, read_panelists
 from fermi_dspy.data.paths import resolve_data_file
 from fermi_dspy.data.problems import (
@@ -31,6 +39,8 @@ class DatasetSpec:
     relative_path: str
     reader: Callable[..., FileReport]
     description: str
+    options: tuple[str, ...] = ()
+    """Keyword options of `reader` that `load_users(**options)` passes on."""
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -43,13 +53,29 @@ DATASETS: dict[str, DatasetSpec] = {
     GLOBAL: DatasetSpec(
         GLOBAL, GLOBAL_FILE, read_globalopinionqa, "GlobalOpinionQA countries: most chosen option per question"
     ),
+    MOVIELENS_RATING: DatasetSpec(
+        MOVIELENS_RATING, RATINGS_FILE, read_movielens_ratings,
+        "MovieLens raters (LaMP-3-like): star rating of a movie from its title, year, genres; no profile",
+        ("max_examples", "sample_seed"),
+    ),
+    MOVIELENS_TAG: DatasetSpec(
+        MOVIELENS_TAG, TAGS_FILE, read_movielens_tags,
+        "MovieLens taggers (LaMP-2-like): a movie's tag among LaMP-2's 15 from its title, year, genres; no profile",
+        ("max_examples", "sample_seed"),
+    ),
 }
 
-ALIASES = {"panelists": PANELISTS, "hwang": HWANG, "global": GLOBAL}
+ALIASES = {
+    "panelists": PANELISTS,
+    "hwang": HWANG,
+    "global": GLOBAL,
+    "movielens-rating": MOVIELENS_RATING,
+    "movielens-tag": MOVIELENS_TAG,
+}
 
 
 def canonical_dataset(name: str) -> str:
-    """Map a data set name or alias ("panelists", "hwang", "global") to its canonical name.
+    """Map a data set name or alias (`ALIASES`, e.g. "hwang", "movielens-rating") to its canonical name.
 
     Raises:
         ValueError: Unknown name.
@@ -85,6 +111,7 @@ def load_users(
     min_examples: int = 1,
     drop_refused: bool = False,
     null_answers: Literal["problem", "skip"] = "problem",
+    **options: Any,
 ) -> LoadedUsers:
     """Load a data set as per-user records.
 
@@ -94,8 +121,8 @@ def load_users(
     out that record, and a user left with no valid answers is a problem too. Nothing is dropped silently.
 
     Args:
-        dataset: "opinionqa_panelists" (alias "panelists"), "opinionqa_hwang" ("hwang") or "globalopinionqa"
-            ("global").
+        dataset: "opinionqa_panelists" (alias "panelists"), "opinionqa_hwang" ("hwang"), "globalopinionqa"
+            ("global"), "movielens_rating" ("movielens-rating") or "movielens_tag" ("movielens-tag").
         path: None for the file in `default_data_dir()`; a data file; or a directory holding it (the data directory
             or the data set's own folder).
         on_bad_record: "raise" raises `DataError` listing every problem in the file; "skip" leaves the bad
@@ -107,9 +134,13 @@ def load_users(
         drop_refused: Leave out answers that are a refusal ("Refused" in OpinionQA; "DK/Refused", "Don't know",
             "No answer", "Missing..." as a GlobalOpinionQA country's most chosen option). Default False: refusals are
             real answers among the options and are kept. Counts per user are listed in `LoadedUsers.excluded`.
+            MovieLens has no refusals: nothing is dropped.
         null_answers: "problem" (default) counts a null answer (no recorded choice, e.g. Hwang's "UNKNOWN") as a bad
             answer; "skip" leaves it out on purpose with a warning and lists it in `LoadedUsers.excluded` (kind
             "null_answer"), like a user left with no answer but null ones. Structural problems stay problems.
+        **options: The data set's own reader options (`DatasetSpec.options`). MovieLens: `max_examples` (keep a
+            seeded sample of at most this many examples per user, default 100; None for all; sampled users are
+            listed in `LoadedUsers.excluded`) and `sample_seed` (default 0). The opinion data sets take none.
 
     Returns:
         The users with the problems and exclusions found.
@@ -128,9 +159,13 @@ def load_users(
         raise ValueError(f"limit must be a non-negative int or None, got {limit!r}.")
     if isinstance(min_examples, bool) or not isinstance(min_examples, int) or min_examples < 1:
         raise ValueError(f"min_examples must be an int >= 1, got {min_examples!r}.")
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        accepted = ", ".join(spec.options) if spec.options else "none"
+        raise ValueError(f"dataset {spec.name!r} has no option(s) {unknown}; its options are: {accepted}.")
 
     file = resolve_data_file(spec.relative_path, path)
-    report = spec.reader(file, drop_refused=drop_refused)
+    report = spec.reader(file, drop_refused=drop_refused, **options)
     problems, excluded = report.problems, report.excluded
     if null_answers == "skip":
         problems, nulls = _set_aside_null_answers(report)

@@ -8,7 +8,7 @@ from fermi_dspy.data.problems import DataNotFoundError
 DATA_DIR_ENV = "FERMI_DSPY_DATA"
 """Environment variable that points at the data directory (the folder holding `opinionqa/`, `globalopinionqa/`)."""
 
-_MARKERS = ("opinionqa", "globalopinionqa")
+_MARKERS = ("opinionqa", "globalopinionqa", "movielens_ml_latest_small")
 
 
 def _looks_like_data_dir(path: Path) -> bool:

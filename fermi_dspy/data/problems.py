@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MALFORMED_JSON = "malformed_json"
+MALFORMED_LINE = "malformed_line"
 MISSING_FIELD = "missing_field"
 INVALID_FIELD = "invalid_field"
 BAD_OPTIONS = "bad_options"
@@ -14,10 +15,13 @@ INCONSISTENT_ANSWER = "inconsistent_answer"
 DUPLICATE_USER = "duplicate_user"
 DUPLICATE_EXAMPLE = "duplicate_example"
 NO_VALID_ANSWERS = "no_valid_answers"
+UNKNOWN_ITEM = "unknown_item"
 
 # Kinds used in `LoadedUsers.excluded`: data that is fine but left out on purpose by a loader option.
 REFUSED_DROPPED = "refused_dropped"
 TOO_FEW_EXAMPLES = "too_few_examples"
+SAMPLED_OUT = "sampled_out"
+OUT_OF_VOCABULARY = "out_of_vocabulary"
 
 _MAX_LISTED = 20
 

@@ -38,9 +38,10 @@ class UserRecord:
     Attributes:
         user_id: Unique id of the user within its data set (filesystem-safe for the loaders here).
         profile: Attribute -> value (e.g. {"POLPARTY": "Republican"}, {"Country": "Mexico"}), or None.
-        examples: One `dspy.Example(question, options, answer).with_inputs("question", "options")` per answer.
+        examples: One `dspy.Example(question, options, answer).with_inputs("question", "options")` per answer (the
+            MovieLens tasks have their own fields, see `fermi_dspy.data.movielens`).
         example_ids: A stable id per example (OpinionQA qid, or a hash of the question), same order as `examples`.
-        source: The data set, e.g. "opinionqa_panelists", "opinionqa_hwang", "globalopinionqa".
+        source: The data set, e.g. "opinionqa_panelists", "opinionqa_hwang", "globalopinionqa", "movielens_rating".
         meta: Record-level facts that are not part of the profile (e.g. {"topic": "Guns", "wave": ...}).
         distributions: For GlobalOpinionQA, example_id -> the country's answer shares per option (same order as
             the options); None for data sets of individual answers.

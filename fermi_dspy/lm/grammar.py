@@ -126,7 +126,7 @@ def _gbnf_literal(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def _literal_choices(type_name: str) -> list[str] | None:
+def literal_choices(type_name: str) -> list[str] | None:
     """The allowed spellings of a ``Literal[...]`` type as DSPy prints it, or None if it is not one."""
     if not (type_name.startswith("Literal[") and type_name.endswith("]")):
         return None
@@ -143,7 +143,7 @@ def _value_rule(field: OutputField) -> str:
     type_name = (field.type_name or "str").strip()
     if type_name in {"int", "float", "bool"}:
         return type_name
-    choices = _literal_choices(type_name)
+    choices = literal_choices(type_name)
     if choices:
         return " | ".join(_gbnf_literal(c) for c in choices)
     return "text" if type_name == "str" else "data"

@@ -2,18 +2,33 @@
 
 :class:`LlamaCppEngine` implements DSPy's engine contract (``complete(Request) -> Response``, ``stream``, ``close``),
 so ``dspy.LM("local/<name>", engine=LlamaCppEngine(path))`` gets DSPy's cache, retries, history, callbacks and usage
-tracking for free. Every structured call is constrained by a llama.cpp grammar so that small models always produce
-output the adapter can parse: the JSON schema sent by :class:`dspy.JSONAdapter`, or the ``[[ ## field ## ]]`` sections
-requested by the default :class:`dspy.ChatAdapter` (see :mod:`fermi_dspy.lm.grammar`).
+tracking for free. Every structured call is constrained so that small models always produce output the adapter can
+parse: the JSON schema sent by :class:`dspy.JSONAdapter`, or the ``[[ ## field ## ]]`` sections requested by the
+default :class:`dspy.ChatAdapter` (see :mod:`fermi_dspy.lm.grammar`).
 
-For ChatAdapter requests the prompt is rendered with the model's own chat template and the first ``[[ ## field ## ]]``
-header is appended to it, so the forced header is evaluated with the prompt instead of being generated token by token,
-and the reply ends at the blank line after the last value (the engine appends ``[[ ## completed ## ]]`` itself).
+How a ChatAdapter request is answered (the prompt is rendered with the model's own chat template, and the first
+``[[ ## field ## ]]`` header is appended to it, so it is evaluated with the prompt instead of being generated):
 
-The ``Llama`` object is not thread-safe (concurrent calls segfault), so calls are serialized by a lock; DSPy's
-threaded ``Evaluate`` still works, one generation at a time. llama.cpp keeps the KV cache of the previous call and
-reuses its longest common token prefix, so consecutive calls that share a system prompt only evaluate the new tail
-(measured: 2.5-4x faster per call on a ~400-token prompt).
+* **One choice field** (a ``Literal[...]`` output whose values are single tokens, e.g. the option letters of a
+  multiple-choice question): the prompt is evaluated once and the answer is the allowed value with the highest
+  probability at the next position (sampled among the allowed values when the temperature is above 0). Nothing is
+  generated, and the values' log-probabilities come for free: with ``logprobs`` requested, the reply carries the
+  allowed values and their log-probabilities under the model (before the constraint), best first.
+* **One ``str`` field**: generated without a grammar until its blank line (or ``[[``).
+* Anything else (numbers, several fields, JSON, long choices): generated under a grammar built from the signature.
+
+**KV slots.** llama.cpp reuses the KV cache of the longest common token prefix of consecutive calls. One context
+holds one prefix, so calls that alternate between prompt families (the proposer's meta-prompt and the task's prompt,
+or several personalized prompts) would re-evaluate their whole prefix at every switch. The engine therefore keeps up
+to ``slots`` contexts over the same memory-mapped weights (about 130 MB each for a 0.5B model at ``n_ctx=4096``) and
+sends each request to the context that already holds its prefix: a context is reused only when the request keeps
+all of that context's stable prefix (everything before its last message), else a new context is opened, or the least
+recently used one is given up. Usage reports ``cache_read_tokens`` (the prompt tokens reused from a context), so
+``prompt_tokens - cached_tokens`` in DSPy's history is what was really evaluated.
+
+The ``Llama`` objects are not thread-safe (concurrent calls segfault), and two of them running at once would
+oversubscribe the cores, so all calls are serialized by one lock; DSPy's threaded ``Evaluate`` still works, one call
+at a time.
 
 Threads: llama.cpp's worker threads spin while they wait. If processes running models at the same time together use
 more threads than there are cores, every call becomes ~30x slower (measured: 37 s instead of 1.2 s per call). Give
@@ -23,12 +38,16 @@ each concurrent process ``n_threads = cores // processes``.
 import functools
 import json
 import logging
+import math
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from dspy.lm15 import (
     ContextLengthError,
     InvalidRequestError,
@@ -36,6 +55,8 @@ from dspy.lm15 import (
     Request,
     Response,
     TextPart,
+    TokenLogprob,
+    TopLogprob,
     UnsupportedFeatureError,
     Usage,
 )
@@ -44,11 +65,13 @@ from fermi_dspy.lm.errors import INSTALL_LOCAL_COMMAND, EngineNotInstalledError
 from fermi_dspy.lm.grammar import (
     COMPLETED_MARKER,
     TEXT_MODES,
+    OutputField,
     chat_adapter_fields,
     chat_adapter_gbnf,
     chat_adapter_header,
     is_plain_text,
     json_schema_of,
+    literal_choices,
     without_format_reminder,
 )
 
@@ -59,7 +82,7 @@ _UNSET = object()
 #: Generation settings the engine honours (DSPy's JSONAdapter checks for ``response_format``).
 SUPPORTED_PARAMS = frozenset(
     {"temperature", "max_tokens", "top_p", "top_k", "stop", "seed", "response_format", "frequency_penalty",
-     "presence_penalty"}
+     "presence_penalty", "logprobs", "top_logprobs"}
 )
 
 
@@ -80,6 +103,52 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
+@dataclass(frozen=True)
+class CallStats:
+    """What one call cost the engine.
+
+    Attributes:
+        prompt_tokens: Tokens of the rendered prompt (the prefilled header included).
+        cached_tokens: Prompt tokens reused from the slot's KV cache (not evaluated again).
+        evaluated_tokens: Prompt tokens evaluated by this call.
+        generated_tokens: Tokens generated (0 for a choice answered from one forward pass).
+        seconds: Wall time inside the engine, the wait for the lock excluded.
+        slot: The KV slot that served the call.
+        mode: "choice", "text", "grammar", "json" or "chat" (a model without a chat template).
+    """
+
+    prompt_tokens: int
+    cached_tokens: int
+    evaluated_tokens: int
+    generated_tokens: int
+    seconds: float
+    slot: int
+    mode: str
+
+
+class _Slot:
+    """One llama.cpp context (KV cache) and what it holds."""
+
+    def __init__(self, llm: Any, index: int) -> None:
+        self.llm = llm
+        self.index = index
+        self.stable = 0  # tokens of the last request's prefix before its last message
+        self.last_used = 0
+
+    def tokens(self) -> Sequence[int]:
+        n = getattr(self.llm, "n_tokens", 0)
+        ids = getattr(self.llm, "input_ids", None)
+        return () if ids is None or not n else ids[:n]
+
+    def common_prefix(self, tokens: Sequence[int]) -> int:
+        held = self.tokens()
+        n = min(len(held), len(tokens))
+        if not n:
+            return 0
+        mismatch = np.flatnonzero(np.asarray(held[:n]) != np.asarray(tokens[:n]))
+        return int(mismatch[0]) if mismatch.size else n
+
+
 class LlamaCppEngine:
     """A DSPy engine running a GGUF model in this process with llama.cpp.
 
@@ -88,19 +157,17 @@ class LlamaCppEngine:
 
     Args:
         model_path: Path of the GGUF file.
-        n_ctx: Context window in tokens (prompt plus completion).
+        n_ctx: Context window in tokens (prompt plus completion), per slot.
         n_threads: CPU threads for generation and prompt evaluation.
         n_batch: Prompt-evaluation batch size.
         max_tokens: Completion budget when the request does not set one.
         temperature: Temperature when the request does not set one (0 = greedy).
         seed: Seeds the engine's private random generator, which draws a fresh sampling seed for every call that
             does not set ``seed`` (so repeated samples differ, and a run is reproducible call by call).
-        prefix_cache: Reuse the KV cache of the previous call's common token prefix (llama.cpp's default). False
+        prefix_cache: Reuse the KV cache of the common token prefix with earlier calls (llama.cpp's default). False
             re-evaluates every prompt from scratch (for measurements).
-        ram_cache_mb: If > 0, also keep up to this many MB of saved KV states (``llama_cpp.LlamaRAMCache``). It can
-            help when calls alternate between several long prompt prefixes; for consecutive calls sharing a prefix
-            it costs time (measured: 1.16 instead of 0.84 s per call), so it is off by default.
-        constrain_chat: Constrain ChatAdapter requests with a grammar (recommended for small models).
+        slots: Most KV contexts kept at once (see the module docstring); 1 keeps a single context.
+        constrain_chat: Constrain ChatAdapter requests (recommended for small models).
         chat_text: How much text a ``str`` output field may hold under the ChatAdapter grammar: ``"paragraph"``
             (lines without a blank line; default), ``"line"`` or ``"free"``.
         fast_text: For a ChatAdapter reply that is one ``str`` field in ``"paragraph"`` or ``"line"`` mode, generate
@@ -108,6 +175,8 @@ class LlamaCppEngine:
             same shape and grammar sampling is skipped (measured: 2x faster generation, since llama-cpp-python checks
             the grammar against the whole vocabulary at every token). A reply that comes out empty is generated
             again under the grammar.
+        fast_choice: Answer a one-field ``Literal`` reply of single-token values from one forward pass (no
+            generation, log-probabilities for free). False generates it under the grammar instead.
         llama_kwargs: Extra keyword arguments for ``llama_cpp.Llama``.
     """
 
@@ -127,17 +196,19 @@ class LlamaCppEngine:
         temperature: float = 0.0,
         seed: int = 0,
         prefix_cache: bool = True,
-        ram_cache_mb: int = 0,
+        slots: int = 4,
         constrain_chat: bool = True,
         chat_text: str = "paragraph",
         fast_text: bool = True,
+        fast_choice: bool = True,
         llama_kwargs: dict[str, Any] | None = None,
     ):
         if chat_text not in TEXT_MODES:
             raise ValueError(f"chat_text must be one of {TEXT_MODES}, got {chat_text!r}")
-        if n_ctx < 256 or n_threads < 1 or max_tokens < 1:
+        if n_ctx < 256 or n_threads < 1 or max_tokens < 1 or slots < 1:
             raise ValueError(
-                f"Need n_ctx >= 256, n_threads >= 1 and max_tokens >= 1; got {n_ctx}, {n_threads}, {max_tokens}"
+                f"Need n_ctx >= 256, n_threads >= 1, max_tokens >= 1 and slots >= 1; got {n_ctx}, {n_threads}, "
+                f"{max_tokens}, {slots}"
             )
         self.model_path = str(model_path)
         self.n_ctx = n_ctx
@@ -147,19 +218,23 @@ class LlamaCppEngine:
         self.temperature = temperature
         self.seed = seed
         self.prefix_cache = prefix_cache
-        self.ram_cache_mb = ram_cache_mb
+        self.slots = slots
         self.constrain_chat = constrain_chat
         self.chat_text = chat_text
         self.fast_text = fast_text
+        self.fast_choice = fast_choice
         self.llama_kwargs = dict(llama_kwargs or {})
         self._init_runtime()
 
     def _init_runtime(self) -> None:
         self._lock = threading.Lock()
-        self._llm: Any = None
+        self._slots: list[_Slot] = []
+        self._clock = 0
         self._rng = random.Random(self.seed)
         self._valid_grammars: set[str] = set()
         self._formatter: Any = _UNSET
+        self._choice_tokens: dict[tuple[str, tuple[str, ...]], tuple[int, ...] | None] = {}
+        self._listeners: list[Callable[[CallStats], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -169,34 +244,59 @@ class LlamaCppEngine:
             self._ensure_loaded()
         return self
 
-    def _ensure_loaded(self) -> Any:
-        if self._llm is not None:
-            return self._llm
+    def _create_llama(self) -> Any:
+        """A new llama.cpp context over the model file (the weights are memory-mapped, so shared)."""
         llama_cpp = import_llama_cpp()
         if not Path(self.model_path).is_file():
             raise FileNotFoundError(f"Model file {self.model_path} does not exist.")
-        start = time.perf_counter()
-        llm = llama_cpp.Llama(
+        return llama_cpp.Llama(
             model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads, n_threads_batch=self.n_threads,
             n_batch=self.n_batch, verbose=False, **self.llama_kwargs,
         )
-        if self.ram_cache_mb > 0:
-            llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=self.ram_cache_mb << 20))
-        self._llm = llm
-        logger.info("Loaded %s in %.1f s (n_ctx=%d, n_threads=%d)", Path(self.model_path).name,
-                    time.perf_counter() - start, self.n_ctx, self.n_threads)
-        return llm
+
+    def _open_slot(self) -> _Slot:
+        start = time.perf_counter()
+        slot = _Slot(self._create_llama(), len(self._slots))
+        self._slots.append(slot)
+        logger.info("Opened KV slot %d of %s in %.1f s (n_ctx=%d, n_threads=%d)", slot.index,
+                    Path(self.model_path).name, time.perf_counter() - start, self.n_ctx, self.n_threads)
+        return slot
+
+    def _ensure_loaded(self) -> Any:
+        if not self._slots:
+            self._open_slot()
+        return self._slots[0].llm
+
+    @property
+    def _llm(self) -> Any:
+        """The first slot's model (None before loading)."""
+        return self._slots[0].llm if self._slots else None
+
+    @_llm.setter
+    def _llm(self, llm: Any) -> None:
+        self._slots = [] if llm is None else [_Slot(llm, 0)]
 
     def close(self) -> None:
         """Free the model. A later call loads it again."""
         with self._lock:
-            llm, self._llm, self._formatter = self._llm, None, _UNSET
-        if llm is not None:
-            llm.close()
+            slots, self._slots, self._formatter = self._slots, [], _UNSET
+            self._choice_tokens = {}
+        for slot in slots:
+            slot.llm.close()
+
+    def add_listener(self, listener: Callable[[CallStats], None]) -> None:
+        """Call ``listener(stats)`` after every completed call (e.g. to profile a run)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[CallStats], None]) -> None:
+        """Stop calling a listener added with :meth:`add_listener`."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        for key in ("_lock", "_llm", "_rng", "_valid_grammars", "_formatter"):
+        for key in ("_lock", "_slots", "_clock", "_rng", "_valid_grammars", "_formatter", "_choice_tokens",
+                    "_listeners"):
             state.pop(key, None)
         return state
 
@@ -230,7 +330,7 @@ class LlamaCppEngine:
             request: The canonical request built by ``dspy.LM``.
 
         Returns:
-            The reply with the real token usage reported by llama.cpp.
+            The reply with the real token usage reported by llama.cpp (``cache_read_tokens``: prompt tokens reused).
         """
         messages = _to_chat_messages(request)
         config = request.config
@@ -252,54 +352,17 @@ class LlamaCppEngine:
             if value is not None:
                 options[name] = value
         with self._lock:
+            started = time.perf_counter()
             llm = self._ensure_loaded()
             formatter = self._chat_formatter(llm)
-            # With the chat template at hand, the first ChatAdapter header is appended to the prompt: it is evaluated
-            # with the prompt instead of being generated token by token, and the completion marker is not generated.
-            # The adapter's closing format reminder is then redundant and dropped.
-            prefill = chat_adapter_header(fields[0].name) if fields and formatter is not None else ""
-            if prefill:
-                messages[-1]["content"] = without_format_reminder(messages[-1]["content"])
-            fast = bool(prefill) and self.fast_text and self.chat_text != "free" and len(fields) == 1 \
-                and is_plain_text(fields[0])
-            if wants_json:
-                grammar_text = _json_gbnf(None if schema is None else json.dumps(schema))
-            elif fields:
-                grammar_text = chat_adapter_gbnf(fields, self.chat_text, prefilled=bool(prefill))
-            else:
-                grammar_text = None
             options["seed"] = config.seed if config.seed is not None else self._rng.randrange(2**31)
-            if not self.prefix_cache:
-                llm.reset()
-            discarded: dict[str, int] = {}  # usage of an unconstrained attempt that came out empty
             try:
                 if formatter is None:
-                    options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
-                    out = llm.create_chat_completion(messages=messages, **options)
-                    text = out["choices"][0]["message"].get("content") or ""
+                    out, stats = self._complete_untemplated(llm, messages, wants_json, schema, fields, options)
+                    prefill = ""
                 else:
-                    rendered = formatter(messages=messages)
-                    prompt = llm.tokenize((rendered.prompt + prefill).encode("utf-8"),
-                                          add_bos=not rendered.added_special, special=True)
-                    if rendered.stop:
-                        options["stop"] += rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
-                    out = None
-                    if fast:
-                        stops = ["\n", "[["] if self.chat_text == "line" else ["\n\n", "[["]
-                        out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria,
-                                                    **{**options, "grammar": None, "stop": options["stop"] + stops})
-                        choice = out["choices"][0]
-                        value = choice["text"].strip()
-                        if value:
-                            choice["text"] = value + ("" if choice.get("finish_reason") == "length" else "\n\n")
-                        else:
-                            logger.debug("Empty unconstrained reply; generating again under the grammar.")
-                            out, discarded = None, out.get("usage") or {}
-                    if out is None:
-                        options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
-                        out = llm.create_completion(prompt=prompt, stopping_criteria=rendered.stopping_criteria,
-                                                    **options)
-                    text = out["choices"][0]["text"]
+                    out, stats, prefill = self._complete_templated(formatter, messages, wants_json, schema, fields,
+                                                                   options, config.logprobs)
             except ValueError as exc:
                 if "exceed context window" in str(exc):
                     raise ContextLengthError(
@@ -307,19 +370,183 @@ class LlamaCppEngine:
                         "(e.g. local_lm(..., n_ctx=8192)).", provider="llama.cpp",
                     ) from exc
                 raise
-        finish = "length" if out["choices"][0].get("finish_reason") == "length" else "stop"
+            stats = CallStats(**{**stats, "seconds": time.perf_counter() - started})
+        for listener in list(self._listeners):
+            listener(stats)
+        choice = out["choices"][0]
+        text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content") or ""
+        finish = "length" if choice.get("finish_reason") == "length" else "stop"
         if prefill:
             text = prefill + text + ("" if finish == "length" else COMPLETED_MARKER)
-        usage = out.get("usage") or {}
-        if discarded:  # the empty first attempt was paid for too
-            usage = {key: usage.get(key, 0) + discarded.get(key, 0) for key in ("prompt_tokens", "completion_tokens")}
         return Response(
             id=out.get("id") or None,
             model=request.model,
             message=Message.assistant([TextPart(text)]),
             finish_reason=finish,
-            usage=Usage(input_tokens=usage.get("prompt_tokens", 0), output_tokens=usage.get("completion_tokens", 0)),
+            usage=Usage(input_tokens=stats.prompt_tokens, output_tokens=stats.generated_tokens,
+                        cache_read_tokens=stats.cached_tokens),
+            logprobs=out.get("logprobs"),
         )
+
+    # -- the two rendering paths ---------------------------------------------------------------------------------
+
+    def _complete_untemplated(
+        self, llm: Any, messages: list[dict[str, str]], wants_json: bool, schema: Any,
+        fields: list[OutputField] | None, options: dict[str, Any],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A model without a chat template: llama.cpp's own chat handler, on the first slot."""
+        if wants_json:
+            grammar_text = _json_gbnf(None if schema is None else json.dumps(schema))
+        elif fields:
+            grammar_text = chat_adapter_gbnf(fields, self.chat_text)
+        else:
+            grammar_text = None
+        if not self.prefix_cache:
+            llm.reset()
+        options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
+        out = llm.create_chat_completion(messages=messages, **options)
+        usage = out.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens", 0))
+        stats = {"prompt_tokens": prompt, "cached_tokens": 0, "evaluated_tokens": prompt,
+                 "generated_tokens": int(usage.get("completion_tokens", 0)), "slot": 0, "mode": "chat"}
+        return out, stats
+
+    def _complete_templated(
+        self, formatter: Any, messages: list[dict[str, str]], wants_json: bool, schema: Any,
+        fields: list[OutputField] | None, options: dict[str, Any], logprobs: int | None,
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """Render with the model's chat template, pick a KV slot, and answer in the cheapest valid way."""
+        # With the chat template at hand, the first ChatAdapter header is appended to the prompt: it is evaluated with
+        # the prompt instead of being generated token by token, and the completion marker is not generated. The
+        # adapter's closing format reminder is then redundant and dropped.
+        prefill = chat_adapter_header(fields[0].name) if fields else ""
+        if prefill:
+            messages[-1]["content"] = without_format_reminder(messages[-1]["content"])
+        rendered = formatter(messages=messages)
+        first = self._slots[0].llm
+        tokens = first.tokenize((rendered.prompt + prefill).encode("utf-8"), add_bos=not rendered.added_special,
+                                special=True)
+        stable = _stable_prefix_tokens(first, rendered, messages[-1]["content"])
+        slot, cached = self._pick_slot(tokens, stable)
+        llm = slot.llm
+        if rendered.stop:
+            options["stop"] += rendered.stop if isinstance(rendered.stop, list) else [rendered.stop]
+        choices = self._single_token_choices(first, fields) if fields and len(fields) == 1 else None
+        stats = {"prompt_tokens": len(tokens), "cached_tokens": cached, "slot": slot.index}
+        if choices is not None:
+            out = self._choose(llm, tokens, cached, choices, options, logprobs)
+            return out, {**stats, "evaluated_tokens": len(tokens) - out.pop("_reused"), "generated_tokens": 0,
+                         "mode": "choice"}, prefill
+
+        fast = bool(prefill) and self.fast_text and self.chat_text != "free" and len(fields) == 1 \
+            and is_plain_text(fields[0])
+        if wants_json:
+            grammar_text, mode = _json_gbnf(None if schema is None else json.dumps(schema)), "json"
+        elif fields:
+            grammar_text, mode = chat_adapter_gbnf(fields, self.chat_text, prefilled=True), "grammar"
+        else:
+            grammar_text, mode = None, "text"
+        generated = evaluated = 0
+        out = None
+        if fast:
+            mode = "text"
+            stops = ["\n", "[["] if self.chat_text == "line" else ["\n\n", "[["]
+            out = llm.create_completion(prompt=tokens, stopping_criteria=rendered.stopping_criteria,
+                                        **{**options, "grammar": None, "stop": options["stop"] + stops})
+            generated += _usage(out, "completion_tokens")
+            evaluated += len(tokens) - cached
+            choice = out["choices"][0]
+            value = choice["text"].strip()
+            if value:
+                choice["text"] = value + ("" if choice.get("finish_reason") == "length" else "\n\n")
+            else:
+                logger.debug("Empty unconstrained reply; generating again under the grammar.")
+                out, cached = None, min(slot.common_prefix(tokens), max(0, len(tokens) - 1))
+        if out is None:
+            options["grammar"] = self._checked_grammar(llm, grammar_text) if grammar_text else None
+            out = llm.create_completion(prompt=tokens, stopping_criteria=rendered.stopping_criteria, **options)
+            generated += _usage(out, "completion_tokens")
+            evaluated += len(tokens) - cached
+        out.pop("logprobs", None)  # this path computes none (llama-cpp-python would need logits_all=True)
+        return out, {**stats, "evaluated_tokens": evaluated, "generated_tokens": generated, "mode": mode}, prefill
+
+    # -- KV slots --------------------------------------------------------------------------------------------------
+
+    def _pick_slot(self, tokens: Sequence[int], stable: int) -> tuple[_Slot, int]:
+        """The slot to serve a request from, and how many of its tokens are reused.
+
+        A slot is reusable when the request keeps all of the slot's stable prefix; among those the longest common
+        prefix wins. Otherwise a new slot is opened while there is room, else the least recently used is taken.
+        """
+        self._clock += 1
+        if not self.prefix_cache:
+            slot = self._slots[0]
+            slot.llm.reset()
+            slot.stable, slot.last_used = stable, self._clock
+            return slot, 0
+        best, best_common = None, -1
+        for slot in self._slots:
+            common = slot.common_prefix(tokens)
+            if (slot.stable <= common or len(slot.tokens()) == 0) and common > best_common:
+                best, best_common = slot, common
+        if best is None:
+            best = self._open_slot() if len(self._slots) < self.slots else min(self._slots, key=lambda s: s.last_used)
+            best_common = best.common_prefix(tokens)
+        best.stable, best.last_used = stable, self._clock
+        # llama.cpp re-evaluates the last prompt token when the whole prompt is cached, to refresh the logits.
+        return best, min(best_common, max(0, len(tokens) - 1))
+
+    # -- one forward pass for a choice -----------------------------------------------------------------------------
+
+    def _single_token_choices(self, llm: Any, fields: list[OutputField]) -> tuple[list[str], list[int]] | None:
+        """The choices of a one-field ``Literal`` reply and their token ids, when each is exactly one token."""
+        if not self.fast_choice:
+            return None
+        field = fields[0]
+        choices = literal_choices(field.type_name or "")
+        if not choices:
+            return None
+        key = (field.name, tuple(choices))
+        if key not in self._choice_tokens:
+            header = chat_adapter_header(field.name).encode("utf-8")
+            base = llm.tokenize(header, add_bos=False, special=False)
+            ids: list[int] = []
+            for choice in choices:
+                full = llm.tokenize(header + choice.encode("utf-8"), add_bos=False, special=False)
+                if len(full) != len(base) + 1 or list(full[: len(base)]) != list(base):
+                    ids = []
+                    break
+                ids.append(int(full[-1]))
+            self._choice_tokens[key] = tuple(ids) if ids and len(set(ids)) == len(ids) else None
+        ids = self._choice_tokens[key]
+        return None if ids is None else (choices, list(ids))
+
+    def _choose(
+        self, llm: Any, tokens: Sequence[int], reuse: int, choices: tuple[list[str], list[int]],
+        options: dict[str, Any], logprobs: int | None,
+    ) -> dict[str, Any]:
+        """Evaluate the prompt (reusing ``reuse`` cached tokens); pick the best allowed token at the next position."""
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {self.n_ctx}")
+        llm.n_tokens = reuse
+        llm._ctx.kv_cache_seq_rm(-1, reuse, -1)
+        llm.eval(list(tokens[reuse:]))
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float64)
+        log_probs = logits - (logits.max() + math.log(np.exp(logits - logits.max()).sum()))
+        names, ids = choices
+        allowed = log_probs[ids]
+        temperature = float(options.get("temperature") or 0.0)
+        if temperature <= 0:
+            picked = int(np.argmax(allowed))
+        else:
+            weights = np.exp((allowed - allowed.max()) / temperature)
+            picked = random.Random(options["seed"]).choices(range(len(names)), weights=weights.tolist())[0]
+        out: dict[str, Any] = {"choices": [{"text": names[picked] + "\n\n", "finish_reason": "stop"}], "_reused": reuse}
+        if logprobs is not None:
+            order = sorted(range(len(names)), key=lambda i: -allowed[i])[: max(0, logprobs)]
+            top = tuple(TopLogprob(token=names[i], logprob=float(allowed[i])) for i in order)
+            out["logprobs"] = (TokenLogprob(token=names[picked], logprob=float(allowed[picked]), top=top),)
+        return out
 
     # -- prompt rendering and grammars ---------------------------------------------------------------------------
 
@@ -380,6 +607,19 @@ class AsyncLlamaCppEngine:
 
     def __deepcopy__(self, memo: dict) -> "AsyncLlamaCppEngine":
         return self
+
+
+def _usage(out: dict[str, Any], key: str) -> int:
+    return int((out.get("usage") or {}).get(key) or 0)
+
+
+def _stable_prefix_tokens(llm: Any, rendered: Any, last_content: str) -> int:
+    """Tokens of the rendered prompt before its last message's text (the part later calls are likely to share)."""
+    offset = rendered.prompt.rfind(last_content) if last_content else -1
+    if offset <= 0:
+        return 0
+    head = llm.tokenize(rendered.prompt[:offset].encode("utf-8"), add_bos=not rendered.added_special, special=True)
+    return max(0, len(head) - 1)  # the boundary token may merge with the message's first characters
 
 
 @functools.lru_cache(maxsize=128)

@@ -1,6 +1,7 @@
 """LlamaCppEngine through dspy.LM, with a fake llama.cpp model (offline, no weights)."""
 
 import copy
+import ctypes
 import pickle
 import sys
 import threading
@@ -67,10 +68,10 @@ class FakeTemplatedLlama(FakeLlama):
         return 1
 
     def tokenize(self, text: bytes, add_bos: bool, special: bool) -> list[int]:
-        self.prompt_text = text.decode()
         return list(text)
 
     def create_completion(self, **kwargs: Any) -> dict[str, Any]:
+        self.prompt_text = bytes(kwargs["prompt"]).decode()
         out = self.create_chat_completion(**kwargs)
         choice = out["choices"][0]
         return {**out, "choices": [{"text": choice["message"]["content"], "finish_reason": choice["finish_reason"]}]}
@@ -259,7 +260,8 @@ def test_empty_unconstrained_reply_is_generated_again_under_the_grammar(engine):
         assert dspy.Predict("question -> answer")(question="?").answer == "B"
     assert [call["grammar"] is None for call in engine._llm.calls] == [True, False]
     usage = lm.history[-1]["usage"]
-    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (246, 18)  # both attempts are counted
+    # the prompt is counted once; both attempts' generated tokens are counted
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (len(engine._llm.prompt_text), 18)
 
 
 def test_chat_template_path_truncated_reply_gets_no_completion_marker(engine):
@@ -284,3 +286,130 @@ def test_async_calls_use_the_same_engine(engine):
 
     assert asyncio.run(main()).answer == "B"
     assert len(engine._llm.calls) == 1
+
+
+class FakeKVLlama(FakeTemplatedLlama):
+    """A templated fake with a KV cache (input_ids, n_tokens) and next-token logits, like llama.cpp's `Llama`.
+
+    Tokens are bytes; `eval` records what it evaluated; the logits favour `favourite` (a byte).
+    """
+
+    def __init__(self, favourite: str = "B", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        import numpy as np
+
+        self.input_ids = np.zeros(10_000, dtype=np.intc)
+        self.n_tokens = 0
+        self.evaluated: list[int] = []
+        self.favourite = favourite
+        self._logits = (ctypes.c_float * 256)()
+        fake = self
+
+        class Ctx:
+            def kv_cache_seq_rm(self, seq: int, start: int, end: int) -> bool:
+                return True
+
+            def get_logits(self) -> Any:
+                for i in range(256):
+                    fake._logits[i] = 0.0
+                fake._logits[ord(fake.favourite)] = 3.0
+                fake._logits[ord("A")] = 1.0
+                return ctypes.cast(fake._logits, ctypes.POINTER(ctypes.c_float))
+
+        self._ctx = Ctx()
+
+    def n_vocab(self) -> int:
+        return 256
+
+    def eval(self, tokens: list[int]) -> None:
+        self.input_ids[self.n_tokens : self.n_tokens + len(tokens)] = tokens
+        self.n_tokens += len(tokens)
+        self.evaluated.append(len(tokens))
+
+    def create_completion(self, **kwargs: Any) -> dict[str, Any]:
+        prompt = list(kwargs["prompt"])
+        held = list(self.input_ids[: self.n_tokens])
+        common = 0
+        while common < min(len(held), len(prompt)) and held[common] == prompt[common]:
+            common += 1
+        self.n_tokens = min(common, len(prompt) - 1)
+        self.eval(prompt[self.n_tokens :])
+        return super().create_completion(**kwargs)
+
+
+class Choice(dspy.Signature):
+    """Pick one."""
+
+    question: str = dspy.InputField()
+    answer: Literal["A", "B", "C"] = dspy.OutputField()
+
+
+def test_a_single_token_choice_is_answered_from_one_forward_pass_with_logprobs(engine):
+    pytest.importorskip("llama_cpp")
+    engine._llm = fake = FakeKVLlama(favourite="C")
+    lm = make_lm(engine, logprobs=True, top_logprobs=5)
+    with dspy.context(lm=lm):
+        pred = dspy.Predict(Choice)(question="Pick")
+    assert pred.answer == "C"
+    assert fake.calls == []  # nothing generated: no completion call at all
+    top = pred.logprobs["content"][0]["top_logprobs"]
+    assert [t["token"] for t in top] == ["C", "A", "B"] and top[0]["logprob"] > top[1]["logprob"]
+    assert sum(__import__("math").exp(t["logprob"]) for t in top) < 1.0  # true probabilities, not renormalized
+    usage = lm.history[-1]["usage"]
+    assert usage["completion_tokens"] == 0 and usage["prompt_tokens"] == fake.n_tokens
+
+
+def test_a_choice_at_temperature_zero_is_deterministic_and_sampling_stays_among_the_choices(engine):
+    pytest.importorskip("llama_cpp")
+    engine._llm = FakeKVLlama(favourite="B")
+    with dspy.context(lm=make_lm(engine)):
+        assert {dspy.Predict(Choice)(question=f"q{i}").answer for i in range(3)} == {"B"}
+    with dspy.context(lm=make_lm(engine, temperature=2.0)):
+        answers = {dspy.Predict(Choice)(question=f"q{i}").answer for i in range(30)}
+    assert answers <= {"A", "B", "C"} and len(answers) > 1
+
+
+def test_consecutive_calls_reuse_the_cached_prefix_and_report_it(engine):
+    pytest.importorskip("llama_cpp")
+    engine._llm = fake = FakeKVLlama()
+    lm = make_lm(engine)
+    with dspy.context(lm=lm):
+        dspy.Predict(Choice)(question="first question")
+        dspy.Predict(Choice)(question="second question")
+    first, second = (entry["usage"] for entry in lm.history[-2:])
+    assert first["prompt_tokens_details"]["cached_tokens"] == 0
+    cached = second["prompt_tokens_details"]["cached_tokens"]
+    assert cached > 0.8 * second["prompt_tokens"] and fake.evaluated[-1] == second["prompt_tokens"] - cached
+
+
+def test_alternating_prompt_families_keep_their_own_kv_slot(engine, monkeypatch):
+    pytest.importorskip("llama_cpp")
+    engine._llm = FakeKVLlama()
+    monkeypatch.setattr(engine, "_create_llama", lambda: FakeKVLlama())
+    stats: list[Any] = []
+    engine.add_listener(stats.append)
+    task, proposer = dspy.Predict(Choice), dspy.Predict("profile, memory -> new_prompt")
+    with dspy.context(lm=make_lm(engine)):
+        for i in range(2):
+            task(question=f"question {i}")
+            proposer(profile="a person", memory=f"memory {i}")
+            task(question=f"question {i} again")
+    assert [s.slot for s in stats] == [0, 1, 0, 0, 1, 0]
+    # after the first call of each family, every call reuses most of its prompt
+    assert all(s.cached_tokens > 0.5 * s.prompt_tokens for s in stats[2:])
+    assert len(engine._slots) == 2
+
+
+def test_with_one_slot_alternating_families_re_evaluate_their_prefix(engine):
+    pytest.importorskip("llama_cpp")
+    engine.slots = 1
+    engine._llm = FakeKVLlama()
+    stats: list[Any] = []
+    engine.add_listener(stats.append)
+    task, proposer = dspy.Predict(Choice), dspy.Predict("profile, memory -> new_prompt")
+    with dspy.context(lm=make_lm(engine)):
+        task(question="question 1")
+        proposer(profile="a person", memory="memory")
+        task(question="question 2")
+    assert {s.slot for s in stats} == {0}
+    assert stats[-1].cached_tokens < 0.2 * stats[-1].prompt_tokens

@@ -3,16 +3,32 @@
 `rule_lm(respond)` returns a real `dspy.LM` whose engine calls `respond(system, user)` and formats the returned
 output fields the way DSPy's adapters expect. Because `system` holds the instruction under test, answers can
 depend on the prompt, so a better prompt can measurably score better. Every request is recorded.
+
+For students that answer multiple-choice questions by letter (`fermi_dspy.programs.OpinionQA`), `respond` may
+answer with the option's text: when the request shows lettered options ("A. Yes") and asks for one of their
+letters, the engine replies with the letter of the option named. A `respond` may also return
+`{"answer": ..., LOGPROBS: {"A": -0.2, "B": -1.7}}`; the reply then carries those log-probabilities (when the request
+asks for log-probabilities), as a real LM's would.
 """
 
 import json
+import math
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
-from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.lm15 import Message, Response, TextPart, TokenLogprob, TopLogprob, Usage
+
+from fermi_dspy.lm.grammar import chat_adapter_fields, literal_choices
+from fermi_dspy.metrics import normalize_answer
+
+#: The key of a `respond` result holding log-probabilities for the reply's answer (token -> logprob).
+LOGPROBS = "_logprobs"
+
+_OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$", re.MULTILINE)
 
 Respond = Callable[[str, str], dict[str, Any]]
 """`respond(system_text, user_text) -> {output_field: value}`."""
@@ -60,21 +76,58 @@ class RuleEngine:
         with self._lock:
             self.calls.append(RecordedCall(system, user, getattr(config, "temperature", None),
                                            getattr(config, "max_tokens", None)))
-        fields = self.respond(system, user)
+        fields = dict(self.respond(system, user))
+        scripted_logprobs = fields.pop(LOGPROBS, None)
+        fields = as_letters(fields, request.messages[-1].text or "")
         if wants_json(request, system):
             text = json.dumps(fields)
         else:
             text = format_chat_fields(fields)
         usage = Usage(input_tokens=len(system + user) // 4, output_tokens=len(text) // 4,
                       total_tokens=(len(system + user) + len(text)) // 4)
+        logprobs = None
+        if scripted_logprobs and config.logprobs is not None and fields:
+            chosen = str(next(iter(fields.values())))
+            top = tuple(TopLogprob(token=t, logprob=float(lp)) for t, lp in
+                        sorted(scripted_logprobs.items(), key=lambda item: -item[1]))
+            logprobs = (TokenLogprob(token=chosen, logprob=float(scripted_logprobs.get(chosen, -math.inf)), top=top),)
         return Response(id=None, model=request.model, message=Message.assistant([TextPart(text)]),
-                        finish_reason="stop", usage=usage)
+                        finish_reason="stop", usage=usage, logprobs=logprobs)
 
     def stream(self, request: Any) -> Any:
         raise NotImplementedError("RuleEngine does not stream.")
 
     def close(self) -> None:
         pass
+
+
+def shown_options(user: str) -> list[str]:
+    """The options a request shows in its `[[ ## options ## ]]` field: lettered lines ("A. Yes") or a JSON list."""
+    match = re.search(r"\[\[ ## options ## \]\]\n(.*?)(?:\n\n|$)", user, re.S)
+    if not match:
+        return []
+    lettered = [text for _, text in _OPTION_LINE.findall(match.group(1))]
+    if lettered:
+        return lettered
+    try:
+        value = json.loads(match.group(1))
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def as_letters(fields: dict[str, Any], last_message: str) -> dict[str, Any]:
+    """Replace an option's text by its letter where the request's last message shows lettered options and asks for
+    one of their letters (as `fermi_dspy.programs.OpinionQA` does)."""
+    asked = chat_adapter_fields(last_message) or []
+    letters = {f.name: literal_choices(f.type_name or "") for f in asked}
+    options = {normalize_answer(text): letter for letter, text in _OPTION_LINE.findall(last_message)}
+    out = dict(fields)
+    for name, value in fields.items():
+        allowed = letters.get(name, tuple(options.values()))  # JSONAdapter requests name no type in the message
+        if allowed and str(value) not in allowed and normalize_answer(value) in options:
+            out[name] = options[normalize_answer(value)]
+    return out
 
 
 def rule_lm(respond: Respond, *, model: str = "rule/lm", **kwargs: Any) -> dspy.LM:

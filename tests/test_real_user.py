@@ -1,13 +1,12 @@
 """A real OpinionQA panelist from ../shared/data compiled end to end, with scripted LMs (no model needed)."""
 
-import re
 
 import dspy
 import pytest
 
 from fermi_dspy import Fermi, PersonalizedProgram, answer_accuracy
 from fermi_dspy.data import DataNotFoundError, load_users, split_user
-from fermi_dspy.testing import rule_lm
+from fermi_dspy.testing import rule_lm, shown_options
 from programs.opinion_qa import OpinionQA
 
 
@@ -21,8 +20,7 @@ def panelist():
 
 
 def options_in(user: str) -> list[str]:
-    match = re.search(r"\[\[ ## options ## \]\]\n(.*?)\n\n", user, re.S)
-    return eval(match.group(1)) if match else []  # the ChatAdapter renders the list as a Python/JSON literal
+    return shown_options(user)
 
 
 def test_real_panelist_compiles_runs_saves_and_loads(panelist, tmp_path):

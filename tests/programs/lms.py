@@ -1,15 +1,12 @@
 """Scripted LMs for the main-job tests, importable by spec "factory:tests.programs.lms:<name>" (synthetic answers)."""
 
 import itertools
-import json
-import re
 
-from fermi_dspy.testing import rule_lm
+from fermi_dspy.testing import rule_lm, shown_options
 
 
 def _task(system: str, user: str) -> dict:
-    options = re.search(r"\[\[ ## options ## \]\]\n(.*?)\n\n", user, re.S)
-    choices = json.loads(options.group(1)) if options else ["?"]
+    choices = shown_options(user) or ["?"]
     return {"answer": choices[1 if "second" in system and len(choices) > 1 else 0]}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 
-from fermi_dspy.testing import format_chat_fields, wants_json
+from fermi_dspy.testing import as_letters, format_chat_fields, wants_json
 
 QUESTION = re.compile(r"\[(u\d+)\] Do you support (\w+)\?")
 TOPICS = ("guns", "taxes", "unions", "nukes", "zoos", "polls", "bikes", "trains", "farms", "parks", "ports", "mines")
@@ -94,7 +94,8 @@ class ScriptedEngine:
         garbled: Reply with text no adapter can parse (so DSPy falls back to its JSONAdapter: more calls).
     """
 
-    supported_params = frozenset({"temperature", "max_tokens", "seed", "response_format", "stop", "top_p"})
+    supported_params = frozenset({"temperature", "max_tokens", "seed", "response_format", "stop", "top_p", "logprobs",
+                                  "top_logprobs"})
 
     def __init__(self, role: str, *, garbled: bool = False) -> None:
         self.role = role
@@ -118,6 +119,7 @@ class ScriptedEngine:
         if delay:
             time.sleep(delay)
         fields = task_answer(system, user) if self.role == "task" else proposal(system, user, request.config.seed)
+        fields = as_letters(fields, request.messages[-1].text or "")
         text = json.dumps(fields) if wants_json(request, system) else format_chat_fields(fields)
         if self.garbled:
             text = "I would rather not say."

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fermi_dspy.testing import format_chat_fields
+from fermi_dspy.testing import as_letters, format_chat_fields
 from tests.runs.lms import QUESTION, proposal, task_answer
 
 TAG = re.compile(r"\[(u\d+)\]")
@@ -64,7 +64,8 @@ def _reply(body: dict[str, Any]) -> str:
     user = "\n".join(m["content"] for m in messages if m.get("role") != "system" and isinstance(m["content"], str))
     if "new_prompt" in system:
         return format_chat_fields(proposal(system, user, body.get("seed")))
-    return format_chat_fields(task_answer(system, user))
+    last = messages[-1]["content"] if messages and isinstance(messages[-1].get("content"), str) else ""
+    return format_chat_fields(as_letters(task_answer(system, user), last))
 
 
 def _handler(state: StubState) -> type[BaseHTTPRequestHandler]:

@@ -16,6 +16,8 @@ class ScoredPrompt:
         feedback: The metric's feedback on each example, or None where it gave none.
         iteration: The iteration that proposed it (0 = initialization).
         index: Its creation order over the whole compile (ties in score go to the older prompt).
+        aligned: The metric's verdict per example (`aligned=` in its output), or None where it gave none; where
+            given, it decides mis-alignment instead of the score threshold.
     """
 
     prompt: str
@@ -24,6 +26,7 @@ class ScoredPrompt:
     feedback: tuple[str | None, ...]
     iteration: int
     index: int
+    aligned: tuple[bool | None, ...] = ()
     mean_score: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -31,8 +34,11 @@ class ScoredPrompt:
         object.__setattr__(self, "mean_score", mean)
 
     def misaligned(self, threshold: float) -> tuple[int, ...]:
-        """Indices of the examples this prompt got wrong (score below `threshold`)."""
-        return tuple(i for i, score in enumerate(self.scores) if score < threshold)
+        """Indices of the examples this prompt got wrong: the metric said not aligned, or (where it said nothing)
+        the score is below `threshold`."""
+        verdicts = self.aligned or (None,) * len(self.scores)
+        return tuple(i for i, (score, aligned) in enumerate(zip(self.scores, verdicts, strict=True))
+                     if (not aligned if aligned is not None else score < threshold))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +49,7 @@ class ScoredPrompt:
             "feedback": list(self.feedback),
             "iteration": self.iteration,
             "index": self.index,
+            "aligned": list(self.aligned),
         }
 
     @classmethod
@@ -54,6 +61,7 @@ class ScoredPrompt:
             feedback=tuple(data["feedback"]),
             iteration=int(data["iteration"]),
             index=int(data["index"]),
+            aligned=tuple(data.get("aligned") or ()),
         )
 
 

@@ -1,6 +1,18 @@
-"""Per-user metrics: multiple-choice answer accuracy, a GEPA-style feedback variant, and metric normalization."""
+"""Per-user metrics (multiple-choice accuracy, a GEPA-style feedback variant, the LM's probability of the user's
+answer), and how Fermi calls any DSPy metric and reads what it returns.
 
+A metric returns a number, a bool, or `dspy.Prediction(score=..., feedback=..., aligned=...)`:
+
+* `score`: higher is better; it ranks prompts and fills Retrieval-of-Prompt's score matrix;
+* `feedback`: text shown to the proposer with the example (GEPA's convention);
+* `aligned`: whether the model's answer agrees with the user's. When given, an example is mis-aligned exactly when
+  `aligned` is False; without it, when `score < misaligned_threshold` (the paper's tau). Soft scores (a probability,
+  a distance) use it, so "mis-aligned" keeps meaning "the model answered otherwise than the person".
+"""
+
+import inspect
 import json
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -9,8 +21,11 @@ from typing import Any
 
 import dspy
 
+logger = logging.getLogger(__name__)
+
 Metric = Callable[..., Any]
-"""A DSPy metric `(example, prediction, trace=None) -> float | bool | dspy.Prediction(score=..., feedback=...)`."""
+"""A DSPy metric: `(example, prediction)`, `(example, prediction, trace)` or GEPA's
+`(gold, pred, trace, pred_name, pred_trace)`, returning a float, a bool or `dspy.Prediction(score=...)`."""
 
 _LETTER = re.compile(r"^\(?([a-z])\)?(?:[.):]\s*(.*))?$")
 _EDGE_PUNCT = " \t\n\"'`.,;:!"
@@ -124,29 +139,116 @@ def answer_feedback(
     return dspy.Prediction(score=float(matched), feedback=feedback)
 
 
+def answer_probability(
+    example: dspy.Example,
+    prediction: Any,
+    trace: Any = None,
+    pred_name: str | None = None,
+    pred_trace: Any = None,
+) -> dspy.Prediction:
+    """The LM's probability of the user's answer, a soft per-user score that moves before accuracy does.
+
+    It reads `prediction.option_probs` (one probability per option, as `fermi_dspy.programs.OpinionQA` returns when
+    its LM gives log-probabilities) and renormalizes them over the options. The example is aligned when the model's
+    answer is the user's (its top choice, under greedy decoding). Fermi asks the task LM for log-probabilities when it
+    optimizes this metric. Without probabilities it falls back to 0/1 accuracy, with one logged warning.
+    """
+    matched, expected, predicted = answers_match(example, prediction)
+    probabilities = getattr(prediction, "option_probs", None) if prediction is not None else None
+    options = example.get("options")
+    index = option_index(expected, options) if isinstance(options, list | tuple) and options else None
+    if not probabilities or index is None or len(probabilities) != len(options):
+        _warn_once("answer_probability: the prediction has no option probabilities (the LM returned no "
+                   "log-probabilities, or the student does not report `option_probs`); scoring 0/1 accuracy instead.")
+        return dspy.Prediction(score=float(matched), aligned=matched,
+                               feedback=answer_feedback(example, prediction).feedback)
+    total = float(sum(probabilities))
+    probability = float(probabilities[index]) / total if total > 0 else 0.0
+    if matched:
+        feedback = f"Correct: the person answered '{expected}' (the model gave it probability {probability:.2f})."
+    else:
+        feedback = (f"The person answered '{expected}', which the model gave probability {probability:.2f}; the model "
+                    f"answered '{predicted or '(nothing)'}'.")
+    return dspy.Prediction(score=probability, aligned=matched, feedback=feedback)
+
+
+answer_probability.uses_logprobs = True  # type: ignore[attr-defined]
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        logger.warning(message)
+
+
+def uses_logprobs(metric: Metric | None) -> bool:
+    """Whether a metric needs the task LM's log-probabilities (it says so with `metric.uses_logprobs = True`)."""
+    return bool(getattr(metric, "uses_logprobs", False))
+
+
+def metric_arity(metric: Metric) -> int:
+    """How many positional arguments to call a metric with: 2 (DSPy's `Evaluate`), 3 (with `trace`) or 5 (GEPA's).
+
+    Arguments with defaults are left to their defaults, as DSPy does; a metric whose first 3 or 5 parameters have no
+    default gets `trace` (None), then GEPA's `pred_name` and `pred_trace` (None) too.
+
+    Raises:
+        TypeError: Not callable, or it cannot take (example, prediction) positionally, or needs more than 5 arguments.
+    """
+    if not callable(metric):
+        raise TypeError(f"metric must be callable, got {type(metric).__name__}.")
+    try:
+        parameters = list(inspect.signature(metric).parameters.values())
+    except (TypeError, ValueError):
+        return 2
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    variadic = any(p.kind is p.VAR_POSITIONAL for p in parameters)
+    required = sum(1 for p in positional if p.default is p.empty)
+    if len(positional) < 2 and not variadic:
+        raise TypeError(
+            f"metric {getattr(metric, '__name__', metric)!r} must take (example, prediction[, trace]) or GEPA's "
+            "(gold, pred, trace, pred_name, pred_trace); it takes fewer positional arguments."
+        )
+    if required > 5:
+        raise TypeError(f"metric {getattr(metric, '__name__', metric)!r} needs {required} positional arguments; "
+                        "DSPy metrics take at most 5 (gold, pred, trace, pred_name, pred_trace).")
+    return max(2, required)
+
+
+def call_metric(metric: Metric, example: dspy.Example, prediction: Any, arity: int | None = None) -> Any:
+    """Call a DSPy metric with the arguments it takes (see `metric_arity`)."""
+    n = metric_arity(metric) if arity is None else arity
+    return metric(*(example, prediction, None, None, None)[:n])
+
+
 @dataclass(frozen=True)
 class MetricResult:
-    """A metric's output normalized to a score and optional feedback."""
+    """A metric's output normalized to a score, optional feedback and an optional alignment flag."""
 
     score: float
     feedback: str | None = None
+    aligned: bool | None = None
 
 
 def normalize_metric_output(output: Any) -> MetricResult:
-    """Turn a float, bool or `dspy.Prediction(score=..., feedback=...)` into a `MetricResult`.
+    """Turn a float, bool or `dspy.Prediction(score=..., feedback=..., aligned=...)` into a `MetricResult`.
 
     Raises:
         TypeError: The metric returned something that has no numeric score.
     """
-    feedback = None
+    feedback = aligned = None
     score = output
     if isinstance(output, dspy.Prediction | dict):
         score = output.get("score")
         feedback = output.get("feedback")
+        aligned = output.get("aligned")
     if isinstance(score, bool):
         score = float(score)
     if not isinstance(score, int | float) or math.isnan(float(score)):
         raise TypeError(
             f"The metric returned {output!r}; it must return a number, a bool, or dspy.Prediction(score=...)."
         )
-    return MetricResult(float(score), None if feedback is None else str(feedback))
+    return MetricResult(float(score), None if feedback is None else str(feedback),
+                        None if aligned is None else bool(aligned))

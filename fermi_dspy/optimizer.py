@@ -3,6 +3,7 @@
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -10,9 +11,10 @@ import dspy
 from dspy.teleprompt.teleprompt import Teleprompter
 from tqdm import tqdm
 
+from fermi_dspy import progress
 from fermi_dspy.accounting import CallBudget, UsageMeter, with_budget
 from fermi_dspy.memory import PromptMemory, ScoredPrompt
-from fermi_dspy.metrics import Metric, answer_accuracy
+from fermi_dspy.metrics import Metric, answer_accuracy, metric_arity, uses_logprobs
 from fermi_dspy.profile import Profile, initial_prompt, render_profile, validate_profile
 from fermi_dspy.program import PersonalizedProgram
 from fermi_dspy.proposal import Proposer, prompt_key, render_demonstrations, render_memory
@@ -47,6 +49,11 @@ def split_examples(
     return optimization, demonstrations
 
 
+def _question_texts(example: dspy.Example) -> list[str]:
+    """The free-text inputs of an example (a proposal must not reproduce them)."""
+    return [value for value in example.inputs().values() if isinstance(value, str) and len(value) >= 20]
+
+
 def render_task(base_instructions: dict[str, str]) -> str:
     """The task instructions the prompt is composed with, as the proposer sees them."""
     if len(base_instructions) == 1:
@@ -68,8 +75,11 @@ class Fermi(Teleprompter):
     predictors, all of them (or those named in `predictors`) get the same prompt.
 
     Args:
-        metric: `(example, prediction, trace=None) -> float | bool | dspy.Prediction(score=, feedback=)`; None is
-            per-user multiple-choice accuracy (`answer_accuracy`). Feedback, when given, is shown to the proposer.
+        metric: A DSPy metric `(example, prediction[, trace])`, or GEPA's `(gold, pred, trace, pred_name,
+            pred_trace)`, returning a float, a bool or `dspy.Prediction(score=, feedback=, aligned=)`; None is
+            per-user multiple-choice accuracy (`answer_accuracy`). Feedback is shown to the proposer; `aligned`
+            decides mis-alignment for soft scores (see `fermi_dspy.metrics`). `answer_probability` scores with the
+            task LM's probability of the user's answer (the task LM is then asked for log-probabilities).
         prompt_model: The proposer LM. Defaults to the task LM.
         task_model: The LM that answers the user's questions. Defaults to `dspy.settings.lm` at compile time.
         num_iterations: Iterations T, the initialization included (paper: 10).
@@ -144,6 +154,8 @@ class Fermi(Teleprompter):
         display_progress: bool = True,
     ) -> None:
         check_selection(selection)
+        if metric is not None:
+            metric_arity(metric)  # a metric that cannot be called fails here, not after the first LM calls
         if feedback not in ("misaligned", "scores"):
             raise ValueError(f"feedback={feedback!r}; use 'misaligned' (Fermi) or 'scores' (OPRO-style).")
         if proposer_signature is not None:
@@ -243,14 +255,18 @@ class Fermi(Teleprompter):
         task_meter, proposer_meter = UsageMeter(), UsageMeter()
         budget = CallBudget(self.max_lm_calls, self.max_cost,
                             lambda: (task_meter.usage() + proposer_meter.usage()).cost)
+        metric = self.metric or answer_accuracy
         scoring_lm = with_budget(task_lm, budget)
-        if self.task_temperature is not None:
-            scoring_lm = scoring_lm.copy(temperature=self.task_temperature)
+        overrides: dict[str, Any] = {} if self.task_temperature is None else {"temperature": self.task_temperature}
+        if uses_logprobs(metric):
+            overrides.update(logprobs=True, top_logprobs=20)
+        if overrides:
+            scoring_lm = scoring_lm.copy(**overrides)
         task_meter.track(scoring_lm)
         prompt_lm = with_budget(prompt_lm, budget)
-        scorer = PromptScorer(student=student, base_instructions=base_instructions, metric=self.metric or
-                              answer_accuracy, lm=scoring_lm, num_threads=num_threads,
-                              failure_score=self.failure_score)
+        scorer = PromptScorer(student=student, base_instructions=base_instructions, metric=metric, lm=scoring_lm,
+                              num_threads=num_threads, failure_score=self.failure_score)
+        training_questions = [text for example in trainset for text in _question_texts(example)]
         proposer = Proposer(signature=signature, output_field=output_field, lm=prompt_lm,
                             temperature=self.proposer_temperature, rng=rng, meter=proposer_meter,
                             num_threads=num_threads, max_prompt_chars=self.max_prompt_chars)
@@ -276,7 +292,8 @@ class Fermi(Teleprompter):
         try:
             for iteration in range(self.num_iterations):
                 # STEP 2: propose. Iteration 0 starts from the profile prompt plus profile-conditioned proposals.
-                skipped_before = proposer.skipped
+                rejected_before = Counter(proposer.rejected)
+                detail = f"iteration {iteration + 1}/{self.num_iterations}"
                 candidates: list[str] = []
                 wanted = self.num_candidates
                 if iteration == 0:
@@ -291,8 +308,15 @@ class Fermi(Teleprompter):
                 )
                 wanted = min(wanted, self._affordable_proposals(spent(), calls_per_candidate, len(candidates)))
                 if wanted > 0:
-                    with dspy.context(callbacks=[*dspy.settings.callbacks, proposer_meter]):
-                        candidates += proposer.propose(wanted, {**context, "scored_prompts": scored_prompts}, seen)
+                    planned = len(candidates) + wanted
+
+                    def can_retry(planned: int = planned) -> bool:
+                        return self._affordable_proposals(spent(), calls_per_candidate, planned) > 0
+
+                    with dspy.context(callbacks=[*dspy.settings.callbacks, proposer_meter]), \
+                            progress.phase("proposing", wanted, detail):
+                        candidates += proposer.propose(wanted, {**context, "scored_prompts": scored_prompts}, seen,
+                                                       training_questions=training_questions, can_retry=can_retry)
 
                 # STEP 3: score every new candidate on every optimization example.
                 fits = len(candidates)
@@ -303,9 +327,15 @@ class Fermi(Teleprompter):
                                    self.max_lm_calls, fits, len(candidates))
                     candidates, stop_reason = candidates[:fits], "budget"
                 if candidates:
-                    with dspy.context(callbacks=[*dspy.settings.callbacks, task_meter]):
+                    with dspy.context(callbacks=[*dspy.settings.callbacks, task_meter]), \
+                            progress.phase("scoring", len(candidates) * calls_per_candidate, detail) as step:
+
+                        def advance(*_: Any) -> None:
+                            bar.update(1)
+                            step.advance()
+
                         scored = scorer.score(candidates, optimization, iteration=iteration, first_index=created,
-                                              on_result=lambda *_: bar.update(1),
+                                              on_result=advance, first_round=iteration == 0,
                                               one_at_a_time=self.max_lm_calls is not None or self.max_cost is not None)
                     created += len(scored)
                 else:
@@ -314,8 +344,11 @@ class Fermi(Teleprompter):
                 # STEP 4: keep the best L prompts (with their mis-aligned examples) in memory.
                 previous_best = memory.best.mean_score if memory.best else None
                 memory.merge(scored)
+                rejected = Counter(proposer.rejected)
+                rejected.subtract(rejected_before)
+                rejected_now = {reason: count for reason, count in rejected.items() if count > 0}
                 record = IterationRecord(iteration, tuple(scored), tuple(p.mean_score for p in memory.ranked()),
-                                         proposer.skipped - skipped_before)
+                                         sum(rejected_now.values()), rejected_now)
                 records.append(record)
                 bar.set_postfix(iteration=iteration, best=f"{record.best_score:.2f}")
                 logger.info("Fermi iteration %d/%d: scored %d candidate(s) %s; memory %s.", iteration + 1,
@@ -401,17 +434,15 @@ class Fermi(Teleprompter):
         else:
             embedder, embedder_state = self.embedder, None
 
-        router = PromptRouter()
-        router.prompts = [p.prompt for p in kept]
-        router.base_instructions = dict(base_instructions)
-        router.scores = scores
-        router.embeddings = embed(embedder, texts).tolist() if self.selection == "retrieval" else []
-        router.selection = self.selection
-        router.num_retrieved = self.num_retrieved
-        router.retrieval_fields = None if self.retrieval_fields is None else list(self.retrieval_fields)
-        router.embedder_state = embedder_state
-        router.version += 1
-
-        program = PersonalizedProgram(student, embedder=self.embedder)
-        program._install(router)
+        router = PromptRouter(
+            prompts=[p.prompt for p in kept],
+            base_instructions=base_instructions,
+            scores=scores,
+            embeddings=embed(embedder, texts).tolist() if self.selection == "retrieval" else [],
+            selection=self.selection,
+            num_retrieved=self.num_retrieved,
+            retrieval_fields=self.retrieval_fields,
+            embedder_state=embedder_state,
+        )
+        program = PersonalizedProgram(student, router=router, embedder=self.embedder)
         return program

@@ -5,12 +5,13 @@ import random
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dspy
 
 from fermi_dspy.accounting import BudgetExhaustedError, UsageMeter
+from fermi_dspy.hygiene import rejection_reason
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.parallel import parallel_map
 
@@ -167,7 +168,9 @@ class Proposer:
     """Samples new prompts from the proposer LM through a `dspy.Signature`.
 
     Each sample uses its own rollout id drawn from the seeded `rng` (a fresh, cache-distinct sample that replays
-    from DSPy's cache on a re-run with the same seed). Unparseable or empty proposals are logged and skipped.
+    from DSPy's cache on a re-run with the same seed). A proposal that failed, is empty, is not an instruction (see
+    `fermi_dspy.hygiene`) or repeats an earlier prompt is rejected with a logged reason, counted in `rejected`, and
+    re-sampled once while `can_retry()` allows.
     """
 
     def __init__(
@@ -190,9 +193,15 @@ class Proposer:
         self.meter = meter
         self.num_threads = num_threads
         self.max_prompt_chars = max_prompt_chars
-        self.skipped = 0
+        self.rejected: Counter[str] = Counter()
 
-    def _sample(self, job: tuple[int | None, Mapping[str, str]]) -> str | None:
+    @property
+    def skipped(self) -> int:
+        """Proposals rejected so far, for any reason."""
+        return sum(self.rejected.values())
+
+    def _sample(self, job: tuple[int | None, Mapping[str, str]]) -> tuple[str | None, str | None]:
+        """(the cleaned proposal, None) or (None, why it failed)."""
         rollout_id, fields = job
         overrides: dict[str, Any] = {"temperature": self.temperature}
         if rollout_id is not None:
@@ -202,36 +211,56 @@ class Proposer:
             with dspy.context(lm=lm):
                 prediction = dspy.Predict(self.signature)(**fields)
         except BudgetExhaustedError:
-            return None
+            return None, "budget"
         except Exception as exc:
             logger.warning("Skipped a proposal the proposer LM failed to produce: %s: %s", type(exc).__name__, exc)
-            return None
-        text = clean_proposal(getattr(prediction, self.output_field, None), max_chars=self.max_prompt_chars)
-        if not text:
-            logger.warning("Skipped an empty proposal from the proposer LM.")
-            return None
-        return text
+            return None, "failed"
+        return clean_proposal(getattr(prediction, self.output_field, None), max_chars=self.max_prompt_chars), None
 
-    def propose(self, count: int, fields: Mapping[str, str], seen: set[str]) -> list[str]:
-        """Ask for `count` new prompts; return the valid ones not already in `seen` (which is updated).
+    def _sample_many(self, count: int, fields: Mapping[str, str]) -> list[tuple[str | None, str | None]]:
+        jobs = [(self.rng.randint(0, 10**9) if self.temperature > 0 else None, fields) for _ in range(count)]
+        return parallel_map(self._sample, jobs, num_threads=self.num_threads)
+
+    def propose(
+        self,
+        count: int,
+        fields: Mapping[str, str],
+        seen: set[str],
+        *,
+        training_questions: Sequence[str] = (),
+        can_retry: Callable[[], bool] | None = None,
+    ) -> list[str]:
+        """Ask for `count` new prompts; return the acceptable ones not already in `seen` (which is updated).
 
         Args:
-            count: Proposals to request.
+            count: Proposals wanted.
             fields: The proposer signature's inputs.
             seen: Normalized keys of every prompt tried so far.
+            training_questions: The user's training questions; a proposal reproducing one is rejected.
+            can_retry: Whether the budget allows re-sampling a rejected proposal (one more proposer call plus its
+                scoring); None always allows it. Each rejected proposal is re-sampled at most once.
         """
         fields = {name: value for name, value in fields.items() if name in self.signature.input_fields}
-        jobs = [(self.rng.randint(0, 10**9) if self.temperature > 0 else None, fields) for _ in range(count)]
-        proposals = []
-        for text in parallel_map(self._sample, jobs, num_threads=self.num_threads):
-            if text is None:
-                self.skipped += 1
-                continue
-            key = prompt_key(text)
-            if key in seen:
-                logger.info("Skipped a proposal that repeats an earlier prompt.")
-                self.skipped += 1
-                continue
-            seen.add(key)
-            proposals.append(text)
+        proposals: list[str] = []
+        pending, retries = count, count
+        while pending > 0:
+            results = self._sample_many(pending, fields)
+            pending = 0
+            for text, failure in results:
+                reason = failure or rejection_reason(text or "", training_questions)
+                if reason is None:
+                    key = prompt_key(text)
+                    if key in seen:
+                        reason = "duplicate"
+                    else:
+                        seen.add(key)
+                        proposals.append(text)
+                        continue
+                if reason == "budget":
+                    continue
+                self.rejected[reason] += 1
+                logger.info("Rejected a proposal (%s): %r", reason, _truncate(text or "", 160))
+                if retries > 0 and (can_retry is None or can_retry()):
+                    retries -= 1
+                    pending += 1
         return proposals

@@ -1,5 +1,7 @@
 """What a Fermi compile learned and spent, attached to the returned program as `detailed_results`."""
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,13 +19,16 @@ class IterationRecord:
         iteration: 0 is the initialization (profile prompt + profile-conditioned proposals).
         candidates: The prompts scored in this iteration.
         memory_scores: Mean scores of the memory's prompts after merging, best first.
-        proposals_skipped: Proposals that failed to parse, were empty, or repeated an earlier prompt.
+        proposals_skipped: Proposals rejected in this iteration, for any reason.
+        proposals_rejected: Rejected proposals by reason (see `fermi_dspy.hygiene.REJECTION_REASONS`, and "failed"
+            for a proposer call that produced nothing parseable).
     """
 
     iteration: int
     candidates: tuple[ScoredPrompt, ...]
     memory_scores: tuple[float, ...]
     proposals_skipped: int = 0
+    proposals_rejected: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def best_score(self) -> float:
@@ -36,6 +41,7 @@ class IterationRecord:
             "memory_scores": list(self.memory_scores),
             "best_score": self.best_score,
             "proposals_skipped": self.proposals_skipped,
+            "proposals_rejected": dict(self.proposals_rejected),
         }
 
 
@@ -72,6 +78,14 @@ class FermiResult:
     def num_candidates_scored(self) -> int:
         return sum(len(record.candidates) for record in self.iterations)
 
+    @property
+    def proposals_rejected(self) -> dict[str, int]:
+        """Rejected proposals over the whole compile, by reason."""
+        total: Counter[str] = Counter()
+        for record in self.iterations:
+            total.update(record.proposals_rejected)
+        return dict(total)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_score": self.best_score,
@@ -79,6 +93,7 @@ class FermiResult:
             "num_optimization_examples": self.num_optimization_examples,
             "num_demonstration_examples": self.num_demonstration_examples,
             "num_candidates_scored": self.num_candidates_scored,
+            "proposals_rejected": self.proposals_rejected,
             "memory": [p.to_dict() for p in self.memory],
             "iterations": [r.to_dict() for r in self.iterations],
             "task_usage": self.task_usage.to_dict(),

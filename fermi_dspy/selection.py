@@ -122,33 +122,53 @@ def choose_prompt(
 class PromptRouter(Parameter):
     """The learned routing state of a personalized program (JSON-serializable, saved with the program).
 
-    Being a `dspy.Parameter`, it is saved and loaded with any program that contains the personalized program.
+    Being a `dspy.Parameter`, it is saved and loaded with any program that contains the personalized program. Like
+    the instructions other DSPy optimizers learn, it survives `reset_copy()`: `reset()` keeps it (demos are what
+    DSPy resets). Treat its lists as read-only; `load_state` replaces them.
 
-    Attributes:
+    Args:
         prompts: Kept prompts, best first.
-        base_instructions: Original instruction of each personalized predictor, by predictor name.
+        base_instructions: The personalized predictors, by name, with their instruction at compile time (the prompt
+            is placed before each predictor's current instruction at call time).
         scores: (prompts, examples) metric scores on the user's past questions.
         embeddings: Normalized embeddings of those past questions.
         selection: "retrieval" or "best".
         num_retrieved: Past questions consulted per query.
         retrieval_fields: Input fields embedded for retrieval (None: all inputs).
         embedder_state: The TF-IDF embedder's state, or None when a custom embedder was used.
-        version: Bumped on every reset or load, so derived objects are rebuilt.
     """
 
-    def __init__(self) -> None:
-        self.reset()
+    def __init__(
+        self,
+        *,
+        prompts: Sequence[str] = ("",),
+        base_instructions: Mapping[str, str] | None = None,
+        scores: Sequence[Sequence[float]] | None = None,
+        embeddings: Sequence[Sequence[float]] = (),
+        selection: str = "best",
+        num_retrieved: int = 3,
+        retrieval_fields: Sequence[str] | None = None,
+        embedder_state: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_selection(selection)
+        self.prompts = list(prompts)
+        self.base_instructions = dict(base_instructions or {})
+        self.scores = [list(map(float, row)) for row in (scores if scores is not None else [[] for _ in prompts])]
+        self.embeddings = [list(map(float, row)) for row in embeddings]
+        self.selection = selection
+        self.num_retrieved = int(num_retrieved)
+        self.retrieval_fields = None if retrieval_fields is None else list(retrieval_fields)
+        self.embedder_state = None if embedder_state is None else dict(embedder_state)
+        self._check()
+
+    def _check(self) -> None:
+        if not self.prompts:
+            raise ValueError("A PromptRouter needs at least one prompt.")
+        if len(self.scores) != len(self.prompts):
+            raise ValueError(f"Corrupt router state: {len(self.prompts)} prompts but {len(self.scores)} score rows.")
 
     def reset(self) -> None:
-        self.version = getattr(self, "version", 0) + 1
-        self.prompts: list[str] = [""]
-        self.base_instructions: dict[str, str] = {}
-        self.scores: list[list[float]] = [[]]
-        self.embeddings: list[list[float]] = []
-        self.selection: str = "best"
-        self.num_retrieved: int = 3
-        self.retrieval_fields: list[str] | None = None
-        self.embedder_state: dict[str, Any] | None = None
+        """Keep the learned routing: DSPy's `reset_copy()` resets demos, not what an optimizer learned."""
 
     @property
     def mean_scores(self) -> list[float]:
@@ -176,7 +196,5 @@ class PromptRouter(Parameter):
         self.num_retrieved = int(state["num_retrieved"])
         self.retrieval_fields = state["retrieval_fields"]
         self.embedder_state = state["embedder_state"]
-        if len(self.scores) != len(self.prompts):
-            raise ValueError(f"Corrupt router state: {len(self.prompts)} prompts but {len(self.scores)} score rows.")
-        self.version += 1
+        self._check()
         return self

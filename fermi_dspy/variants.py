@@ -1,23 +1,10 @@
-"""Apply a personalization prompt to a student program, without touching the student."""
+"""Which predictors of a student are personalized, and fixed variants of a student with a prompt built in."""
 
 from collections.abc import Mapping, Sequence
 
 import dspy
 
-
-def compose_instruction(prompt: str, base_instruction: str) -> str:
-    """The instruction a targeted predictor runs with: the personalization prompt, then its own task instruction.
-
-    Args:
-        prompt: The learned personalization prompt ("" means none).
-        base_instruction: The predictor's original instruction.
-    """
-    prompt = prompt.strip()
-    if not prompt:
-        return base_instruction
-    if not base_instruction.strip():
-        return prompt
-    return f"{prompt}\n\n{base_instruction}"
+from fermi_dspy.personalize import compose_instruction
 
 
 def target_instructions(student: dspy.Module, predictors: Sequence[str] | None) -> dict[str, str]:
@@ -46,7 +33,11 @@ def target_instructions(student: dspy.Module, predictors: Sequence[str] | None) 
 
 
 def build_variant(student: dspy.Module, prompt: str, base_instructions: Mapping[str, str]) -> dspy.Module:
-    """A deep copy of `student` whose targeted predictors run with `prompt` composed into their instructions."""
+    """A deep copy of `student` whose targeted predictors always run with `prompt` composed into their instructions.
+
+    For fixed programs (e.g. the profile-in-prompt baseline). Fermi itself runs one copy with a prompt chosen per
+    call (`fermi_dspy.personalize`).
+    """
     variant = student.deepcopy()
     predictors = dict(variant.named_predictors())
     for name, base in base_instructions.items():

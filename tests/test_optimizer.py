@@ -77,7 +77,7 @@ def test_memory_keeps_the_top_l_prompts(examples):
 
 
 def test_k_new_distinct_prompts_per_iteration_and_t_iterations(examples):
-    program = fermi(num_iterations=3, num_candidates=3, task_model=rule_lm(lambda s, u: {"answer": "Maybe"})).compile(
+    program = fermi(num_iterations=3, num_candidates=3, task_model=rule_lm(lambda s, u: {"answer": "No"})).compile(
         OpinionQA(), trainset=examples, profile={"A": "b"}
     )
     result = program.detailed_results
@@ -167,19 +167,33 @@ def test_unparseable_and_empty_proposals_are_logged_and_skipped(examples, caplog
 
 
 def test_lm_failure_during_scoring_counts_as_a_failure_never_as_correct(caplog):
-    data = topic_examples(["guns"] * 5, supported=set())  # every correct answer is "No"
+    data = topic_examples(["guns", "taxes", "unions", "nukes", "zoos"], supported=set())  # every answer is "No"
+
+    def respond(system, user):
+        if "guns" in user:
+            raise ConnectionError("endpoint down")
+        return {"answer": "No"}
+
+    flaky = rule_lm(respond, num_retries=0)
+    with caplog.at_level(logging.WARNING, logger="fermi_dspy"):
+        program = fermi(task_model=flaky, num_iterations=1).compile(OpinionQA(), trainset=data, profile={"A": "b"})
+    best = program.detailed_results.memory[0]
+    failed = [i for i, output in enumerate(best.outputs) if output.startswith("[error]")]
+    assert failed and all(best.scores[i] == 0.0 for i in failed)  # the right answer was "No": never counted right
+    result = program.detailed_results
+    assert result.task_usage.failed_calls == len(failed) * result.num_candidates_scored  # one per candidate
+    assert "LM call failed" in caplog.text
+
+
+def test_an_lm_failing_on_every_first_round_call_is_a_clear_error():
+    data = topic_examples(["guns"] * 5, supported=set())
 
     def respond(system, user):
         raise ConnectionError("endpoint down")
 
-    failing = rule_lm(respond, num_retries=0)
-    with caplog.at_level(logging.WARNING, logger="fermi_dspy"):
-        program = fermi(task_model=failing, num_iterations=1).compile(OpinionQA(), trainset=data, profile={"A": "b"})
-    result = program.detailed_results
-    assert result.best_score == 0.0
-    assert all(o.startswith("[error]") for o in result.memory[0].outputs)
-    assert result.task_usage.failed_calls == result.task_usage.calls > 0
-    assert "LM call failed" in caplog.text
+    with pytest.raises(RuntimeError, match=r"Every task-LM call of the first scoring round failed.*endpoint down"):
+        fermi(task_model=rule_lm(respond, num_retries=0), num_iterations=1).compile(OpinionQA(), trainset=data,
+                                                                                   profile={"A": "b"})
 
 
 def test_patience_stops_early(examples):

@@ -43,7 +43,26 @@ def test_saved_file_holds_no_lm_and_is_json(compiled, tmp_path):
     state = json.loads(path.read_text())
     assert set(state) == {"program.predict", "router", "metadata"}
     assert state["program.predict"]["lm"] is None
-    assert state["router"]["prompts"][0] in state["program.predict"]["signature"]["instructions"]
+    # The predictor keeps its own task instruction; the prompts live in the router and are composed per call.
+    assert state["program.predict"]["signature"]["instructions"] == OpinionQA().predict.signature.instructions
+    assert state["router"]["base_instructions"] == {"predict": OpinionQA().predict.signature.instructions}
+
+
+def test_a_program_saved_in_the_earlier_format_loads_and_answers_the_same(compiled, tmp_path):
+    # Before prompts were composed per call, the saved predictor carried the best prompt in its instruction.
+    from fermi_dspy.personalize import compose_instruction
+
+    program, _ = compiled
+    path = tmp_path / "user.json"
+    program.save(str(path))
+    state = json.loads(path.read_text())
+    base = state["router"]["base_instructions"]["predict"]
+    state["program.predict"]["signature"]["instructions"] = compose_instruction(state["router"]["prompts"][0], base)
+    path.write_text(json.dumps(state))
+    loaded = PersonalizedProgram(OpinionQA())
+    loaded.load(str(path))
+    assert loaded.program.predict.signature.instructions == base
+    assert loaded.prompts == program.prompts
 
 
 def test_custom_embedder_must_be_given_again_after_load(tmp_path):
@@ -121,7 +140,8 @@ def test_deepcopy_and_reset_copy_are_independent(compiled):
     copy = program.deepcopy()
     assert copy.prompts == program.prompts and copy.router is not program.router
     assert copy.route(**QUERIES[0]) == program.route(**QUERIES[0])
-    assert program.reset_copy().prompts == [""]
+    reset = program.reset_copy()  # like instructions elsewhere in DSPy, the learned prompts and routing survive
+    assert reset.prompts == program.prompts and reset.route(**QUERIES[0]) == program.route(**QUERIES[0])
 
 
 def test_detailed_results_are_inspectable(examples):

@@ -95,25 +95,24 @@ def test_the_port_of_a_remote_host_stays_part_of_the_identity():
     assert LMConfig("openai/m", api_base="https://gpu-box:8000/v1").describe()["api_base"] == "https://gpu-box:8000/v1"
 
 
-def test_a_user_whose_replies_were_all_unparseable_is_flagged_in_the_summary_and_the_exit_code(users_file, tmp_path,
-                                                                                               capsys):
+def test_a_user_whose_replies_were_all_unparseable_fails_with_the_reason_and_the_exit_code(users_file, tmp_path,
+                                                                                             capsys):
+    # Fermi itself refuses to go on when every task-LM call of its first scoring round failed, so such a user is
+    # recorded as failed with that reason (never "done" with score 0.0), and the run's exit code says so.
     data = users_file(2)
     summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run",
                                 **run_kwargs(task_lm=lms.GARBLED_TASK))
-    assert summary.unparseable == 2 and not summary.ok
-    assert set(summary.unparseable_users) == {"synthetic-1", "synthetic-2"}
-    assert "unparseable" in summary.format()
-    result = json.loads((tmp_path / "run" / "users" / "synthetic-1" / "result.json").read_text())
-    assert result["status"] == "unparseable" and result["replies"]["task"]["parsed"] == 0
-    assert result["replies"]["task"]["unparseable"] > 0
-    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert on_disk["unparseable"] == 2 and on_disk["unparseable_users"] == ["synthetic-1", "synthetic-2"]
+    assert summary.done == 0 and not summary.ok
+    assert {f.user_id for f in summary.failures} == {"synthetic-1", "synthetic-2"}
+    assert all("first scoring round failed" in f.reason and "parse" in f.reason for f in summary.failures)
+    assert not (tmp_path / "run" / "users" / "synthetic-1" / "result.json").exists()
 
     args = ["--data", "hwang", "--data-path", str(data), "--run-dir", str(tmp_path / "cli"), "--lm",
             lms.GARBLED_TASK, "--proposer-lm", lms.PROPOSER, "--train", "6", "--test", "4", "--iterations", "2",
             "--candidates", "2", "--no-progress"]
     assert main(build_parser().parse_args(args)) == EXIT_INCOMPLETE
-    assert "unparseable" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "first scoring round failed" in captured.out + captured.err
 
     fine = personalize_users("hwang", data_path=data, run_dir=tmp_path / "fine", **run_kwargs())
     assert fine.unparseable == 0 and fine.ok

@@ -1,0 +1,75 @@
+"""Proposal hygiene: reject proposer outputs that are not instructions, each with a named reason.
+
+Small proposers copy what they see. Observed on a real panelist: the best "prompt" kept for user 112238 was
+`E4. question: Which of the following would you say you prefer for getting news? options: A. ... The person's
+answer: Television`, an entry of the meta-prompt's catalog of mis-aligned examples, which scored 0.625 on 8 training
+answers by luck and 0.25 on held-out ones. A rejected proposal is re-sampled within the budget and counted.
+"""
+
+import re
+from collections.abc import Iterable
+
+#: Reasons a proposal is rejected, in the order they are checked.
+REJECTION_REASONS = ("empty", "too_short", "meta_prompt_structure", "training_question", "question", "duplicate")
+
+MIN_PROMPT_CHARS = 20
+MIN_PROMPT_WORDS = 4
+
+_STRUCTURE = [
+    re.compile(r"(?:^|\s)E\d+\.\s"),  # catalog labels of mis-aligned examples: "E4. question: ..."
+    re.compile(r"\bPrompt \d+ \(score", re.IGNORECASE),
+    re.compile(r"The person's answer(?: \([^)]*\))?:", re.IGNORECASE),
+    re.compile(r"\bMis-aligned on \d+ of \d+", re.IGNORECASE),
+    re.compile(r"\bmodel answered '"),
+    re.compile(r"^\s*(?:question|options)\s*:", re.IGNORECASE | re.MULTILINE),
+    re.compile(r"<PROMPT>|\[\[ ## "),
+    re.compile(r"^\s*Example \d+:", re.MULTILINE),
+]
+
+
+def _normalized(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def copies_training_question(text: str, questions: Iterable[str]) -> bool:
+    """Whether the proposal contains one of the user's training questions (or most of one)."""
+    proposal = _normalized(text)
+    for question in questions:
+        q = _normalized(question)
+        if len(q) < MIN_PROMPT_CHARS:
+            continue
+        head = q[: max(MIN_PROMPT_CHARS, int(len(q) * 0.6))]
+        if head in proposal:
+            return True
+    return False
+
+
+def is_question(text: str) -> bool:
+    """Whether the proposal asks rather than instructs: it ends with "?", or most of its sentences are questions."""
+    stripped = text.strip().strip("\"'`")
+    if stripped.endswith("?"):
+        return True
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", stripped) if s]
+    asked = sum(1 for s in sentences if s.endswith("?"))
+    return len(sentences) >= 2 and asked * 2 > len(sentences)
+
+
+def rejection_reason(text: str, training_questions: Iterable[str] = ()) -> str | None:
+    """Why a proposal is not an acceptable instruction (one of `REJECTION_REASONS`), or None if it is.
+
+    Args:
+        text: The cleaned proposal.
+        training_questions: The user's training questions (a proposal must not reproduce one).
+    """
+    stripped = text.strip()
+    if not stripped:
+        return "empty"
+    if len(stripped) < MIN_PROMPT_CHARS or len(stripped.split()) < MIN_PROMPT_WORDS:
+        return "too_short"
+    if any(pattern.search(stripped) for pattern in _STRUCTURE):
+        return "meta_prompt_structure"
+    if copies_training_question(stripped, training_questions):
+        return "training_question"
+    if is_question(stripped):
+        return "question"
+    return None

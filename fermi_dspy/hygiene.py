@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 
 #: Reasons a proposal is rejected, in the order they are checked.
-REJECTION_REASONS = ("empty", "too_short", "meta_prompt_structure", "training_question", "question", "duplicate")
+REJECTION_REASONS = ("empty", "meta_prompt_structure", "too_short", "training_question", "question", "duplicate")
 
 MIN_PROMPT_CHARS = 20
 MIN_PROMPT_WORDS = 4
@@ -24,22 +24,25 @@ _STRUCTURE = [
     re.compile(r"^\s*(?:question|options)\s*:", re.IGNORECASE | re.MULTILINE),
     re.compile(r"<PROMPT>|\[\[ ## "),
     re.compile(r"^\s*Example \d+:", re.MULTILINE),
+    re.compile(r"^\s*(?:Question|Prompt) \d+\s*:", re.IGNORECASE | re.MULTILINE),  # "Question 1: ...", "Prompt 2:"
+    re.compile(r"^\s*Prompt\s*:", re.IGNORECASE),
+    re.compile(r"^\s*[A-Z]\.\s"),  # an option copied with its letter: "B. Play a shared leadership role"
 ]
 
 
-def _normalized(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+def _letters(text: str) -> str:
+    """Lower-case letters and digits only ("the U.S." and "the US" compare equal)."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
 def copies_training_question(text: str, questions: Iterable[str]) -> bool:
-    """Whether the proposal contains one of the user's training questions (or most of one)."""
-    proposal = _normalized(text)
+    """Whether the proposal contains one of the user's training questions, or the first 60% of one."""
+    proposal = _letters(text)
     for question in questions:
-        q = _normalized(question)
+        q = _letters(question)
         if len(q) < MIN_PROMPT_CHARS:
             continue
-        head = q[: max(MIN_PROMPT_CHARS, int(len(q) * 0.6))]
-        if head in proposal:
+        if q[: max(MIN_PROMPT_CHARS, int(len(q) * 0.6))] in proposal:
             return True
     return False
 
@@ -54,20 +57,21 @@ def is_question(text: str) -> bool:
     return len(sentences) >= 2 and asked * 2 > len(sentences)
 
 
-def rejection_reason(text: str, training_questions: Iterable[str] = ()) -> str | None:
+def rejection_reason(text: str, training_questions: Iterable[str] = (), task: str = "") -> str | None:
     """Why a proposal is not an acceptable instruction (one of `REJECTION_REASONS`), or None if it is.
 
     Args:
         text: The cleaned proposal.
         training_questions: The user's training questions (a proposal must not reproduce one).
+        task: The task instructions the proposer was shown (a proposal that only repeats them adds nothing).
     """
     stripped = text.strip()
     if not stripped:
         return "empty"
+    if any(pattern.search(stripped) for pattern in _STRUCTURE) or (task and _letters(stripped) == _letters(task)):
+        return "meta_prompt_structure"
     if len(stripped) < MIN_PROMPT_CHARS or len(stripped.split()) < MIN_PROMPT_WORDS:
         return "too_short"
-    if any(pattern.search(stripped) for pattern in _STRUCTURE):
-        return "meta_prompt_structure"
     if copies_training_question(stripped, training_questions):
         return "training_question"
     if is_question(stripped):

@@ -41,10 +41,10 @@ def format_example(example: dspy.Example, *, answer_label: str = "The person's a
 
 
 def render_demonstrations(examples: Sequence[dspy.Example]) -> str:
-    """The demonstration examples, each showing where the prompt goes."""
+    """The demonstration examples (small proposers copied a "<PROMPT>" placeholder line, so none is shown)."""
     if not examples:
         return "(no demonstrations)"
-    blocks = [f"Example {i}:\n{PROMPT_SLOT}\n{format_example(e)}" for i, e in enumerate(examples, start=1)]
+    blocks = [f"Example {i}:\n{format_example(e)}" for i, e in enumerate(examples, start=1)]
     return "\n\n".join(blocks)
 
 
@@ -247,7 +247,7 @@ class Proposer:
             results = self._sample_many(pending, fields)
             pending = 0
             for text, failure in results:
-                reason = failure or rejection_reason(text or "", training_questions)
+                reason = failure or rejection_reason(text or "", training_questions, fields.get("task", ""))
                 if reason is None:
                     key = prompt_key(text)
                     if key in seen:

@@ -132,11 +132,12 @@ class PromptScorer:
         if not ran:
             return
         name = getattr(self.metric, "__name__", type(self.metric).__name__)
-        if all(o.metric_failed for o in ran):
+        judged = [o for o in ran if o.error is None or o.metric_failed]  # the examples the metric was called on
+        if judged and all(o.metric_failed for o in judged):
             raise ValueError(
-                f"The metric {name!r} raised on every example of the first scoring round ({len(ran)} of them), e.g. "
-                f"{ran[0].error}. Fix the metric; it is called as metric(example, prediction) (with trace=None, and "
-                "GEPA's pred_name=None, pred_trace=None when it requires them)."
+                f"The metric {name!r} raised on every example of the first scoring round ({len(judged)} of them), "
+                f"e.g. {judged[0].error}. Fix the metric; it is called as metric(example, prediction) (with "
+                "trace=None, and GEPA's pred_name=None, pred_trace=None when it requires them)."
             )
         if all(o.error is not None and not o.metric_failed for o in ran):
             raise RuntimeError(

@@ -9,7 +9,7 @@ import dspy
 PROPOSER_INPUTS = {
     "profile": "What is known about the person (their profile).",
     "task": "The task instructions the prompt is placed before.",
-    "demonstrations": "Examples of the person's answers, with the prompt's place marked <PROMPT>.",
+    "demonstrations": "Examples of the person's answers (the prompt is placed before each question).",
     "scored_prompts": "Earlier prompts in ascending order of score, with the examples they got wrong.",
 }
 
@@ -27,19 +27,23 @@ class ProposePersonalizedPrompt(dspy.Signature):
 
     Write one new prompt, different from all earlier prompts, that should score higher than all of them. It must
     stand alone (it replaces the earlier prompts), describe the person and how they answer, and must not mention
-    scores, example numbers or these instructions."""
+    scores, example numbers or these instructions. Do not copy questions, options or answers: say what they reveal
+    about the person."""
 
     profile: str = dspy.InputField(desc=PROPOSER_INPUTS["profile"])
     task: str = dspy.InputField(desc=PROPOSER_INPUTS["task"])
     demonstrations: str = dspy.InputField(desc=PROPOSER_INPUTS["demonstrations"])
     scored_prompts: str = dspy.InputField(desc=PROPOSER_INPUTS["scored_prompts"])
-    new_prompt: str = dspy.OutputField(desc="The new prompt's text, and nothing else.")
+    new_prompt: str = dspy.OutputField(
+        desc="2 to 4 sentences that begin with 'This person' and describe the person's views, values and how they "
+        "answer survey questions, as learned from their answers; no questions, options or example labels."
+    )
 
 
 class ProposePromptFromScores(dspy.Signature):
     """You write instructions for an AI model. Below are earlier instructions with their scores, in ascending order
     of score; a score is the fraction of questions on which the model's answer matched the target answer. Examples
-    of the task show where the instruction is placed (<PROMPT>).
+    of the task show what the instruction is placed before.
 
     Write one new instruction, different from all the earlier ones, that should score higher than all of them.
     Output only the instruction's text."""

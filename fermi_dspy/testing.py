@@ -130,12 +130,29 @@ def as_letters(fields: dict[str, Any], last_message: str) -> dict[str, Any]:
     return out
 
 
+class AsyncRuleEngine:
+    """The async counterpart of a `RuleEngine` (for `acall`), answering through it."""
+
+    def __init__(self, engine: RuleEngine) -> None:
+        self.engine = engine
+
+    async def complete(self, request: Any) -> Response:
+        return self.engine.complete(request)
+
+    def stream(self, request: Any) -> Any:
+        raise NotImplementedError("RuleEngine does not stream.")
+
+    async def aclose(self) -> None:
+        pass
+
+
 def rule_lm(respond: Respond, *, model: str = "rule/lm", **kwargs: Any) -> dspy.LM:
-    """A `dspy.LM` (uncached) that answers with `respond(system, user)`; its engine is `lm.engine`.
+    """A `dspy.LM` (uncached, sync and async) that answers with `respond(system, user)`; its engine is `lm.engine`.
 
     Args:
         respond: Returns the output fields for a request.
         model: The model name (give task and proposer LMs different names to tell them apart in usage).
         **kwargs: More `dspy.LM` settings (temperature, max_tokens, ...).
     """
-    return dspy.LM(model, engine=RuleEngine(respond), cache=False, **kwargs)
+    engine = RuleEngine(respond)
+    return dspy.LM(model, engine=engine, async_engine=AsyncRuleEngine(engine), cache=False, **kwargs)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import dspy
 
 from fermi_dspy.accounting import LMUsage, UsageMeter
-from fermi_dspy.metrics import Metric, answer_accuracy, normalize_metric_output
+from fermi_dspy.metrics import Metric, answer_accuracy, call_metric, normalize_metric_output
 from fermi_dspy.parallel import parallel_map
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def evaluate_on_test(
             logger.warning("Test example failed (scored 0): %s: %s", type(exc).__name__, exc)
             return 0.0, "", True
         answer = getattr(prediction, "answer", "")
-        return normalize_metric_output(metric(example, prediction)).score, "" if answer is None else str(answer), False
+        score = normalize_metric_output(call_metric(metric, example, prediction)).score
+        return score, "" if answer is None else str(answer), False
 
     with dspy.context(callbacks=[*dspy.settings.callbacks, meter]):
         rows = parallel_map(one, list(test), num_threads=num_threads)

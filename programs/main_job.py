@@ -111,7 +111,7 @@ class MainJob(FermiJob):
                                                                                              user.profile)}
         for name, program in programs.items():
             before = context.usage().calls
-            scores, _ = self._evaluate(program, test, context)
+            scores, _ = self._evaluate(program, test, context, label=name)
             scored = [s for s in scores if s is not None]
             methods[name] = {"accuracy": sum(scored) / len(scored) if scored else None, "scores": scores,
                              "test_calls": context.usage().calls - before}

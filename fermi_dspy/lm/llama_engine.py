@@ -35,6 +35,7 @@ more threads than there are cores, every call becomes ~30x slower (measured: 37 
 each concurrent process ``n_threads = cores // processes``.
 """
 
+import contextlib
 import functools
 import json
 import logging
@@ -42,7 +43,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,19 @@ class CallStats:
     seconds: float
     slot: int
     mode: str
+
+
+_GLOBAL_LISTENERS: list[Callable[[CallStats], None]] = []
+
+
+@contextlib.contextmanager
+def listening_to_all_engines(listener: Callable[[CallStats], None]) -> Iterator[None]:
+    """Call ``listener(stats)`` after every call of every :class:`LlamaCppEngine` of this process (for profiling)."""
+    _GLOBAL_LISTENERS.append(listener)
+    try:
+        yield
+    finally:
+        _GLOBAL_LISTENERS.remove(listener)
 
 
 class _Slot:
@@ -371,7 +385,7 @@ class LlamaCppEngine:
                     ) from exc
                 raise
             stats = CallStats(**{**stats, "seconds": time.perf_counter() - started})
-        for listener in list(self._listeners):
+        for listener in [*self._listeners, *_GLOBAL_LISTENERS]:
             listener(stats)
         choice = out["choices"][0]
         text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content") or ""

@@ -6,14 +6,23 @@ call (`predictor(..., signature=with_choices(predictor.signature, "answer", lett
 allowed values, validates the reply against them (retrying with its JSON adapter when the reply does not parse),
 asks structured-output LMs for an enum, and the local engine answers from the allowed tokens alone. The predictor
 that runs is still the student's own (its demos, LM and traces are unchanged).
+
+DSPy's ChatAdapter prints every output type in the system message, before the instructions. A per-question type
+would make the system message, and so the long prefix a local engine keeps in its KV cache, differ with every
+option count. `stable_adapter()` gives a ChatAdapter that prints per-call choice fields as plain `str` in the system
+message and states the exact choices only in the user message (where the engine reads its constraint); parsing
+still validates against the per-call choices.
 """
 
 import functools
 import string
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import dspy
+
+#: json_schema_extra key marking an output field whose choices are set per call.
+PER_CALL_CHOICES = "fermi_per_call_choices"
 
 LETTERS = string.ascii_uppercase
 
@@ -39,4 +48,33 @@ def format_options(options: Sequence[object]) -> str:
 @functools.lru_cache(maxsize=1024)
 def with_choices(signature: type[dspy.Signature], field: str, choices: tuple[str, ...]) -> type[dspy.Signature]:
     """`signature` with the output `field` typed as `Literal[choices]` (cached: signatures are immutable)."""
-    return signature.with_updated_fields(field, type_=Literal[choices])
+    return signature.with_updated_fields(field, type_=Literal[choices], **{PER_CALL_CHOICES: True})
+
+
+@functools.lru_cache(maxsize=1024)
+def _without_per_call_choices(signature: type[dspy.Signature]) -> type[dspy.Signature]:
+    for name, info in signature.output_fields.items():
+        if (info.json_schema_extra or {}).get(PER_CALL_CHOICES):
+            signature = signature.with_updated_fields(name, type_=str)
+    return signature
+
+
+class StableChatAdapter(dspy.ChatAdapter):
+    """A ChatAdapter whose system message does not change with per-call choices (see the module docstring)."""
+
+    def format_system_message(self, signature: type[dspy.Signature]) -> str:
+        return super().format_system_message(_without_per_call_choices(signature))
+
+
+def stable_adapter(current: Any) -> Any:
+    """The adapter to answer a per-call choice with: `StableChatAdapter` in place of DSPy's default ChatAdapter
+    (`current` None, or a plain `dspy.ChatAdapter`, whose settings are kept); any other adapter as it is."""
+    if current is None:
+        return StableChatAdapter()
+    if type(current) is dspy.ChatAdapter:
+        return StableChatAdapter(callbacks=current.callbacks,
+                                 use_native_function_calling=current.use_native_function_calling,
+                                 native_response_types=current.native_response_types,
+                                 use_json_adapter_fallback=current.use_json_adapter_fallback,
+                                 parallel_tool_calls=current.parallel_tool_calls)
+    return current

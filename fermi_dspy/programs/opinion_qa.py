@@ -6,7 +6,7 @@ from typing import Any
 import dspy
 
 from fermi_dspy.logprobs import choice_probabilities
-from fermi_dspy.programs.choice import format_options, option_letters, with_choices
+from fermi_dspy.programs.choice import format_options, option_letters, stable_adapter, with_choices
 
 
 class AnswerSurveyQuestion(dspy.Signature):
@@ -51,8 +51,12 @@ class OpinionQA(dspy.Module):
 
     def forward(self, question: str, options: Sequence[str]) -> dspy.Prediction:
         letters, request = self._request(question, options)
-        return self._answer(self.predict(**request), options, letters)
+        with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
+            prediction = self.predict(**request)
+        return self._answer(prediction, options, letters)
 
     async def aforward(self, question: str, options: Sequence[str]) -> dspy.Prediction:
         letters, request = self._request(question, options)
-        return self._answer(await self.predict.acall(**request), options, letters)
+        with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
+            prediction = await self.predict.acall(**request)
+        return self._answer(prediction, options, letters)

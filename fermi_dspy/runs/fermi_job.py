@@ -12,8 +12,9 @@ from typing import Any
 
 import dspy
 
+from fermi_dspy import progress
 from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, with_budget
-from fermi_dspy.metrics import answer_accuracy, normalize_metric_output
+from fermi_dspy.metrics import answer_accuracy, call_metric, normalize_metric_output
 from fermi_dspy.optimizer import Fermi, render_task, split_examples
 from fermi_dspy.parallel import parallel_map
 from fermi_dspy.profile import initial_prompt, render_profile
@@ -28,7 +29,7 @@ from fermi_dspy.variants import compose_instruction, target_instructions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STUDENT = "programs.opinion_qa:OpinionQA"
+DEFAULT_STUDENT = "fermi_dspy.programs:OpinionQA"
 
 #: Fermi arguments the run sets itself, with the run option to use instead.
 RESERVED_FERMI_ARGUMENTS = {
@@ -255,9 +256,13 @@ class FermiJob(UserJob):
         return JobOutput(result, files, budget_limited=compiled.stop_reason == "budget" or unscored > 0)
 
     def _evaluate(
-        self, program: PersonalizedProgram, test: list[dspy.Example], context: JobContext
+        self, program: dspy.Module, test: list[dspy.Example], context: JobContext, label: str = "fermi"
     ) -> tuple[list[float | None], list[str]]:
-        """Score the program on the test examples within what is left of the user's allotment (None: unscored)."""
+        """Score the program on the test examples within what is left of the user's allotment (None: unscored).
+
+        A personalized program's questions are answered grouped by the prompt it routes them to (routing needs no LM),
+        so consecutive calls share that prompt's prefix; results keep the test order.
+        """
         left = None if context.max_calls is None else max(0, context.max_calls - context.usage().calls)
         budget = CallBudget(left, context.max_cost, lambda: context.usage().cost)
         lm = with_budget(context.task_lm, budget)
@@ -273,10 +278,20 @@ class FermiJob(UserJob):
                 logger.warning("A test example failed (scored 0): %s: %s", type(exc).__name__, exc)
                 return 0.0, f"[error] {type(exc).__name__}"
             try:
-                return normalize_metric_output(metric(example, prediction)).score, render_output(example, prediction)
+                return (normalize_metric_output(call_metric(metric, example, prediction)).score,
+                        render_output(example, prediction))
             except Exception as exc:
                 logger.warning("The metric raised on a test example (scored 0): %s: %s", type(exc).__name__, exc)
                 return 0.0, render_output(example, prediction)
 
-        rows = parallel_map(one, test, num_threads=context.num_threads)
-        return [r[0] for r in rows], [r[1] for r in rows]
+        order = list(range(len(test)))
+        if isinstance(program, PersonalizedProgram):
+            routes = [program.route(**example.inputs()) for example in test]
+            order.sort(key=lambda i: routes[i])
+        with progress.phase("testing", len(test), label) as step:
+            rows = parallel_map(one, [test[i] for i in order], num_threads=context.num_threads,
+                                on_result=lambda *_: step.advance())
+        placed: list[tuple[float | None, str]] = [(None, "")] * len(test)
+        for position, index in enumerate(order):
+            placed[index] = rows[position]
+        return [r[0] for r in placed], [r[1] for r in placed]

@@ -1,10 +1,13 @@
-"""The progress bar over users (done, failed, budget-limited, ETA) and one log line per user."""
+"""The progress line of a run: users done (failed, budget-limited, ETA) and where each running user is (its phase:
+scoring k/n, proposing, testing), on one line that updates; and one log line per finished user."""
 
 import logging
+import threading
 from collections import Counter
 
 from tqdm import tqdm
 
+from fermi_dspy.progress import ProgressEvent
 from fermi_dspy.runs.worker import BUDGET_LIMITED, FAILED, TaskOutcome
 
 logger = logging.getLogger(__name__)
@@ -37,15 +40,29 @@ class RunProgress:
         self.counts: Counter[str] = Counter(done=already)
         self.bar = tqdm(total=total, initial=already, desc="users", unit="user", disable=not enabled,
                         dynamic_ncols=True, smoothing=0.1)
+        self._lock = threading.Lock()
+        self._phases: dict[str, ProgressEvent] = {}
         self._refresh()
 
-    def _refresh(self) -> None:
+    def _refresh(self, refresh: bool = False) -> None:
         c = self.counts
-        self.bar.set_postfix_str(f"done={c['done']} budget={c['budget']} failed={c['failed']} "
-                                 f"no-budget={c['not_started']}", refresh=False)
+        counts = (f"done={c['done']}" + (f" budget={c['budget']}" if c["budget"] else "")
+                  + (f" failed={c['failed']}" if c["failed"] else "")
+                  + (f" no-budget={c['not_started']}" if c["not_started"] else ""))
+        with self._lock:
+            running = " | ".join(event.describe() for event in self._phases.values())
+        self.bar.set_postfix_str(counts + (f" | {running}" if running else ""), refresh=refresh)
+
+    def phase(self, event: ProgressEvent) -> None:
+        """Show where a running user is (a `fermi_dspy.progress` listener; called from worker threads)."""
+        with self._lock:
+            self._phases[event.subject] = event
+        self._refresh(refresh=True)
 
     def finished(self, outcome: TaskOutcome, *, final: bool = True) -> None:
         """Count and log a user's outcome (`final=False` for a failure that will be retried)."""
+        with self._lock:
+            self._phases.pop(outcome.user_id, None)
         line = describe_outcome(outcome)
         if outcome.status == FAILED:
             logger.warning(line + ("" if final else "; retrying later"))

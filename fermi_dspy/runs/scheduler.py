@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import Any
 
+from fermi_dspy.progress import listening as progress_events
 from fermi_dspy.runs.budget import CostLedger
 from fermi_dspy.runs.estimate import RunEstimate
 from fermi_dspy.runs.jobs import UserJob
@@ -99,6 +100,10 @@ class Scheduler:
         item.ledger = self.run_dir.read_ledger(uid)
 
     def run(self, engine: Any) -> str:
+        with progress_events(self.progress.phase):  # reaches the worker threads (their context is copied)
+            return self._run(engine)
+
+    def _run(self, engine: Any) -> str:
         queue = deque(p for p in self.planned if p.result is None and (p.failure is None or
                                                                        self.settings.retry_failed))
         inflight: dict[Any, tuple[PlannedUser, UserTask, float | None]] = {}

@@ -16,7 +16,13 @@ import shlex
 import sys
 from pathlib import Path
 
-from programs.benchmark.settings import METHOD_ORDER, PAPER_SETTINGS, BenchmarkSettings
+from programs.benchmark.settings import (
+    DEFAULT_METHODS,
+    DEFAULT_TASK_LM,
+    METHOD_ORDER,
+    PAPER_SETTINGS,
+    BenchmarkSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +54,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                       "%(default)s)")
     data.add_argument("--seed", type=int, default=defaults.seed, help="seeds the users, splits and optimizers")
     methods = run.add_argument_group("methods and budgets")
-    methods.add_argument("--methods", type=_method_list, default=list(METHOD_ORDER),
-                         help=f"comma-separated methods or 'all' (default): {', '.join(METHOD_ORDER)}")
+    methods.add_argument("--methods", type=_method_list, default=list(DEFAULT_METHODS),
+                         help=f"comma-separated methods or 'all' ({', '.join(METHOD_ORDER)}); default: "
+                         f"{', '.join(DEFAULT_METHODS)}")
     methods.add_argument("--skip", type=_method_list, default=[], help="methods to leave out")
     methods.add_argument("--iterations", type=int, default=None, help=f"Fermi's T, also OPRO's and COPRO's depth "
                          f"(default {defaults.num_iterations})")
@@ -63,8 +70,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     methods.add_argument("--threads", type=int, default=defaults.num_threads, help="parallel LM calls (default "
                          "%(default)s; raise it for hosted APIs)")
     lms = run.add_argument_group("language models")
-    lms.add_argument("--lm", default=None, help="task LM: 'local' (default), 'local:<model>', a .gguf path, or a "
-                     "DSPy/LiteLLM model string such as openai/gpt-4o-mini (env FERMI_LM)")
+    lms.add_argument("--lm", default=None, help=f"task LM: 'local', 'local:<model>', a .gguf path, or a DSPy/LiteLLM "
+                     f"model string such as openai/gpt-4o-mini (env FERMI_LM; default {DEFAULT_TASK_LM}, the embedded "
+                     "model whose answers move with the persona)")
     lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (env FERMI_PROPOSER_LM; default: "
                      "as the task LM)")
     lms.add_argument("--local-model", default=None, help="the embedded model 'local' means (default "
@@ -113,7 +121,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         n_train=args.train, n_test=args.test, seed=args.seed, methods=methods,
         num_iterations=pick(args.iterations, "num_iterations"), num_candidates=pick(args.candidates, "num_candidates"),
         memory_size=pick(args.memory, "memory_size"), fewshot_k=args.fewshot_k,
-        task_lm="scripted" if args.scripted else args.lm, proposer_lm="scripted" if args.scripted else args.proposer_lm,
+        task_lm="scripted" if args.scripted else (args.lm or os.environ.get("FERMI_LM") or DEFAULT_TASK_LM),
+        proposer_lm="scripted" if args.scripted else args.proposer_lm,
         local_model=args.local_model, route=args.route, api_base=args.api_base,
         task_max_tokens=args.task_max_tokens, proposer_max_tokens=args.proposer_max_tokens,
         num_threads=args.threads,

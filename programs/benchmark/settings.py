@@ -14,9 +14,19 @@ METHOD_ORDER = (
     "gepa",
     "fermi",
     "fermi_best",
+    "fermi_soft",
     "fermi_no_profile",
 )
 """Every method, in report order (see `programs.benchmark.methods` for what each is)."""
+
+DEFAULT_METHODS = ("floor", "zero_shot", "profile_prompt", "fewshot", "opro", "gepa", "fermi", "fermi_best",
+                   "fermi_soft")
+"""What a run compares unless told otherwise: the LM-free floor, the baselines, OPRO, GEPA and Fermi with its 0/1 and
+soft scores (COPRO, MIPROv2 and Fermi without profile stay available with --methods)."""
+
+#: The default task model: on the persona probe (`programs.bench_persona_probe`, 6 Hwang users x 20 questions) the
+#: only embedded model whose answers move with the persona, and toward the person (Qwen-0.5B barely moves).
+DEFAULT_TASK_LM = "local:qwen2.5-coder-1.5b"
 
 REFERENCE_METHOD = "fermi"
 """The method every other one is compared with (wins/ties/losses, paired differences)."""
@@ -43,7 +53,8 @@ class BenchmarkSettings:
         num_candidates: Fermi's K (also OPRO's; COPRO's breadth).
         memory_size: Fermi's L (also OPRO's).
         fewshot_k: Past answers shown per query by the retrieved few-shot baseline (and Fermi's retrieval N~).
-        task_lm: Task LM spec ("local", "local:<model>", a .gguf path, or a DSPy/LiteLLM model string).
+        task_lm: Task LM spec ("local", "local:<model>", a .gguf path, or a DSPy/LiteLLM model string); None is
+            `DEFAULT_TASK_LM`.
         proposer_lm: Proposer LM spec (same forms; default: as the task LM).
         local_model: The embedded model "local" means.
         route: "inprocess" or "server" for local models.
@@ -61,7 +72,7 @@ class BenchmarkSettings:
     n_train: int = 10
     n_test: int = 20
     seed: int = 0
-    methods: tuple[str, ...] = METHOD_ORDER
+    methods: tuple[str, ...] = DEFAULT_METHODS
     num_iterations: int = 3
     num_candidates: int = 3
     memory_size: int = 5

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
-from programs.benchmark.settings import BenchmarkSettings
+from programs.benchmark.settings import METHOD_ORDER, BenchmarkSettings
 
 #: Profile values that must never appear in any file the benchmark writes.
 SECRET_PARTY = "Zebra Party"
@@ -41,7 +41,7 @@ def hwang_file(tmp_path: Path) -> Path:
 def small_settings(hwang_file: Path) -> BenchmarkSettings:
     """Every method on two synthetic users, small budgets."""
     return BenchmarkSettings(dataset="hwang", data_path=str(hwang_file), users=2, n_train=6, n_test=4,
-                             num_iterations=2, num_candidates=2, memory_size=3)
+                             num_iterations=2, num_candidates=2, memory_size=3, methods=METHOD_ORDER)
 
 
 @pytest.fixture

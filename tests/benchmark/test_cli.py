@@ -2,11 +2,12 @@
 
 import argparse
 import json
+import os
 
 import pytest
 
 from programs.benchmark.cli import add_arguments, build_parser, main, settings_from_args
-from programs.benchmark.settings import METHOD_ORDER
+from programs.benchmark.settings import DEFAULT_METHODS, DEFAULT_TASK_LM, METHOD_ORDER
 
 
 def parse(*argv):
@@ -15,7 +16,9 @@ def parse(*argv):
 
 def test_defaults_paper_methods_and_skip():
     settings = settings_from_args(parse("run", "--out", "x"))
-    assert settings.methods == METHOD_ORDER and (settings.num_iterations, settings.num_candidates) == (3, 3)
+    assert settings.methods == DEFAULT_METHODS and (settings.num_iterations, settings.num_candidates) == (3, 3)
+    assert settings.task_lm == DEFAULT_TASK_LM or settings.task_lm == os.environ.get("FERMI_LM")
+    assert settings_from_args(parse("run", "--out", "x", "--methods", "all")).methods == METHOD_ORDER
     paper = settings_from_args(parse("run", "--out", "x", "--paper", "--candidates", "2"))
     assert (paper.num_iterations, paper.num_candidates, paper.memory_size) == (10, 2, 5)
     chosen = settings_from_args(parse("run", "--out", "x", "--methods", "fermi,floor,gepa", "--skip", "gepa"))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from programs.benchmark.methods.base import CannotRunError, MethodResult, UserTask
 from programs.benchmark.methods.baselines import run_fewshot, run_floor, run_profile_prompt, run_zero_shot
 from programs.benchmark.methods.dspy_optimizers import run_copro, run_gepa, run_mipro
-from programs.benchmark.methods.fermi_methods import run_fermi, run_fermi_no_profile, run_opro
+from programs.benchmark.methods.fermi_methods import run_fermi, run_fermi_no_profile, run_fermi_soft, run_opro
 from programs.benchmark.settings import METHOD_ORDER
 
 Job = Callable[[UserTask], dict[str, MethodResult]]
@@ -50,6 +50,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("fermi", "Fermi (Retrieval-of-Prompt)", "fermi", "the paper's method: mis-aligned responses + RoP"),
     MethodSpec("fermi_best", "Fermi (single best prompt)", "fermi",
                "Fermi's compile, answering with its single best prompt (ablation b)"),
+    MethodSpec("fermi_soft", "Fermi (soft score)", "fermi_soft",
+               "Fermi optimizing the task LM's probability of the user's answer; mis-aligned = not its top choice"),
     MethodSpec("fermi_no_profile", "Fermi without profile", "fermi_no_profile",
                "Fermi given no profile: starts from the plain student (ablation)"),
 )}
@@ -64,6 +66,7 @@ JOBS: dict[str, Job] = {
     "mipro": run_mipro,
     "gepa": run_gepa,
     "fermi": run_fermi,
+    "fermi_soft": run_fermi_soft,
     "fermi_no_profile": run_fermi_no_profile,
 }
 

@@ -8,16 +8,17 @@ from typing import Any
 
 import dspy
 
-from fermi_dspy import Fermi, FermiResult, PersonalizedProgram
+from fermi_dspy import Fermi, FermiResult, PersonalizedProgram, answer_probability
 from fermi_dspy.validation import MIN_TRAINSET_SIZE
 from programs.benchmark.methods.base import Compiled, MethodResult, UserTask, compile_with, require_train, score_on_test
 
 
 def fermi_optimizer(task: UserTask, task_lm: dspy.BaseLM, proposer_lm: dspy.BaseLM, *, feedback: str = "misaligned",
-                    selection: str = "retrieval") -> Fermi:
+                    selection: str = "retrieval", metric: Any = None) -> Fermi:
     """Fermi with the run's T, K, L; retrieval over the question text with the run's N~."""
     settings = task.settings
     return Fermi(
+        metric=metric,
         prompt_model=proposer_lm,
         task_model=task_lm,
         num_iterations=settings.num_iterations,
@@ -45,6 +46,7 @@ def fermi_details(result: FermiResult) -> dict[str, Any]:
         "demonstration_examples": result.num_demonstration_examples,
         "fermi_counted_task_calls": result.task_usage.calls,
         "fermi_counted_proposer_calls": result.proposer_usage.calls,
+        "proposals_rejected": result.proposals_rejected,
     }
 
 
@@ -57,13 +59,14 @@ def with_selection(program: PersonalizedProgram, student: dspy.Module, selection
     return copy
 
 
-def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile: bool = True) -> Compiled:
+def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile: bool = True,
+                  metric: Any = None) -> Compiled:
     """Compile the user's student with Fermi on the user's training answers."""
     require_train(task, MIN_TRAINSET_SIZE, "Fermi")
     profile = task.split.profile if with_profile else None
 
     def build(meter: Any) -> PersonalizedProgram:
-        optimizer = fermi_optimizer(task, meter.task, meter.proposer, feedback=feedback)
+        optimizer = fermi_optimizer(task, meter.task, meter.proposer, feedback=feedback, metric=metric)
         return optimizer.compile(task.student(), trainset=task.split.train, profile=profile)
 
     compiled = compile_with(task, build)
@@ -80,6 +83,12 @@ def run_fermi(task: UserTask) -> dict[str, MethodResult]:
                         dict(compiled.details))
         results["fermi_best"] = score_on_test(task, "fermi_best", best, meter=task.meter(), shared_compile="fermi")
     return results
+
+
+def run_fermi_soft(task: UserTask) -> dict[str, MethodResult]:
+    """Fermi optimizing the task LM's probability of the user's answer (`answer_probability`); scored, like every
+    method, by test accuracy."""
+    return {"fermi_soft": score_on_test(task, "fermi_soft", compile_fermi(task, metric=answer_probability))}
 
 
 def run_fermi_no_profile(task: UserTask) -> dict[str, MethodResult]:

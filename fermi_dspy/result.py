@@ -59,6 +59,9 @@ class FermiResult:
         task_usage: Task-LM calls and tokens.
         proposer_usage: Proposer-LM calls and tokens.
         seconds: Wall time of the compile.
+        updated_from: For an incremental compile (`init=`), how many prompts the previous program brought; else
+            None.
+        rescored_calls: Task-LM calls spent re-scoring the previous program's prompts on the new answers.
     """
 
     memory: tuple[ScoredPrompt, ...]
@@ -69,6 +72,8 @@ class FermiResult:
     task_usage: LMUsage = field(default_factory=LMUsage)
     proposer_usage: LMUsage = field(default_factory=LMUsage)
     seconds: float = 0.0
+    updated_from: int | None = None
+    rescored_calls: int = 0
 
     @property
     def best_score(self) -> float:
@@ -99,4 +104,6 @@ class FermiResult:
             "task_usage": self.task_usage.to_dict(),
             "proposer_usage": self.proposer_usage.to_dict(),
             "seconds": self.seconds,
+            "updated_from": self.updated_from,
+            "rescored_calls": self.rescored_calls,
         }

@@ -136,6 +136,14 @@ class PromptRouter(Parameter):
         num_retrieved: Past questions consulted per query.
         retrieval_fields: Input fields embedded for retrieval (None: all inputs).
         embedder_state: The TF-IDF embedder's state, or None when a custom embedder was used.
+        example_keys: A key (`fermi_dspy.identity.example_key`) per past question, in the order of the scores'
+            columns: the optimization examples first, then any valset examples.
+        num_optimization: How many of those columns are optimization examples (None for programs saved before
+            this was recorded; they cannot be updated with `init=`).
+        demonstration_keys: Keys of the answers shown to the proposer.
+        outputs: The model's answer per prompt and optimization example (what an update shows the proposer).
+        aligned: The metric's alignment verdict per prompt and optimization example (None where it gave none).
+        profile_key: `fermi_dspy.identity.profile_key` of the profile compiled with.
     """
 
     def __init__(
@@ -149,6 +157,12 @@ class PromptRouter(Parameter):
         num_retrieved: int = 3,
         retrieval_fields: Sequence[str] | None = None,
         embedder_state: Mapping[str, Any] | None = None,
+        example_keys: Sequence[str] = (),
+        num_optimization: int | None = None,
+        demonstration_keys: Sequence[str] = (),
+        outputs: Sequence[Sequence[str]] = (),
+        aligned: Sequence[Sequence[bool | None]] = (),
+        profile_key: str | None = None,
     ) -> None:
         check_selection(selection)
         self.prompts = list(prompts)
@@ -159,6 +173,12 @@ class PromptRouter(Parameter):
         self.num_retrieved = int(num_retrieved)
         self.retrieval_fields = None if retrieval_fields is None else list(retrieval_fields)
         self.embedder_state = None if embedder_state is None else dict(embedder_state)
+        self.example_keys = list(example_keys)
+        self.num_optimization = num_optimization
+        self.demonstration_keys = list(demonstration_keys)
+        self.outputs = [list(row) for row in outputs]
+        self.aligned = [list(row) for row in aligned]
+        self.profile_key = profile_key
         self._check()
 
     def _check(self) -> None:
@@ -184,6 +204,12 @@ class PromptRouter(Parameter):
             "num_retrieved": self.num_retrieved,
             "retrieval_fields": None if self.retrieval_fields is None else list(self.retrieval_fields),
             "embedder_state": self.embedder_state,
+            "example_keys": list(self.example_keys),
+            "num_optimization": self.num_optimization,
+            "demonstration_keys": list(self.demonstration_keys),
+            "outputs": [list(row) for row in self.outputs],
+            "aligned": [list(row) for row in self.aligned],
+            "profile_key": self.profile_key,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> "PromptRouter":
@@ -196,5 +222,12 @@ class PromptRouter(Parameter):
         self.num_retrieved = int(state["num_retrieved"])
         self.retrieval_fields = state["retrieval_fields"]
         self.embedder_state = state["embedder_state"]
+        # Recorded since incremental updates exist; older saved programs load without them (and cannot be updated).
+        self.example_keys = list(state.get("example_keys") or [])
+        self.num_optimization = state.get("num_optimization")
+        self.demonstration_keys = list(state.get("demonstration_keys") or [])
+        self.outputs = [list(row) for row in state.get("outputs") or []]
+        self.aligned = [list(row) for row in state.get("aligned") or []]
+        self.profile_key = state.get("profile_key")
         self._check()
         return self

@@ -59,7 +59,7 @@ def test_proposer_receives_profile_demonstrations_and_the_memorys_misaligned_exa
     assert later, "the second iteration's proposals must see the memory"
     text = later[0].user
     assert "- Age: 65+" in text
-    assert "<PROMPT>" in text
+    assert "[[ ## demonstrations ## ]]\nExample 1:" in text
     assert "Mis-aligned examples" in text and "model answered 'No'" in text
     assert "The person's answer: Yes" in text
     # ascending order of score: the last listed prompt is the best one

@@ -59,9 +59,10 @@ def test_memory_ranking_and_ascending_view():
     assert [p.prompt for p in store.ranked()] == ["best prompt", "newer tie"]  # equal score: the older one first
 
 
-def test_demonstrations_mark_the_prompts_place():
+def test_demonstrations_show_the_persons_answers_without_a_placeholder_to_copy():
     text = render_demonstrations(EXAMPLES[:2])
-    assert text.startswith("Example 1:\n<PROMPT>\nquestion: Do you support topic0?\noptions: A. Yes | B. No")
+    assert text.startswith("Example 1:\nquestion: Do you support topic0?\noptions: A. Yes | B. No")
+    assert "<PROMPT>" not in text  # small proposers copied the placeholder line as their "prompt"
     assert render_demonstrations([]) == "(no demonstrations)"
 
 

@@ -54,7 +54,8 @@ PAPER_SETTINGS = {"num_iterations": 10, "num_candidates": 4, "memory_size": 5, "
 
 @dataclass(frozen=True)
 class MainJobSettings:
-    """What the main job runs. Defaults finish in a few minutes on 2 cores with the default local LM.
+    """What the main job runs. The defaults are sized to finish in about 5 minutes cold on 2 cores with the default
+    local LM (measured with `python -m programs.bench_profile`: 298 s); `--paper` runs the paper's settings.
 
     Attributes:
         dataset: "panelists", "hwang" or "global" (see `fermi_dspy.data`).
@@ -74,10 +75,10 @@ class MainJobSettings:
     data_path: str | None = None
     users: int = 3
     n_train: int = 10
-    n_test: int = 20
+    n_test: int = 15
     seed: int = 0
-    num_iterations: int = 3
-    num_candidates: int = 3
+    num_iterations: int = 2
+    num_candidates: int = 2
     memory_size: int = 5
     num_threads: int = 1
     max_calls_per_user: int | None = None

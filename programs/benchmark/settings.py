@@ -83,7 +83,7 @@ class BenchmarkSettings:
     route: str = "inprocess"
     api_base: str | None = None
     task_max_tokens: int = 96
-    proposer_max_tokens: int = 384
+    proposer_max_tokens: int = 192
     num_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -9,7 +9,14 @@ personal = Fermi().compile(student, trainset=user_examples, profile=user_profile
 
 from fermi_dspy.accounting import LMUsage
 from fermi_dspy.memory import ScoredPrompt
-from fermi_dspy.metrics import answer_accuracy, answer_feedback, answer_probability, option_index
+from fermi_dspy.metrics import (
+    answer_accuracy,
+    answer_feedback,
+    answer_probability,
+    option_index,
+    rating_errors,
+    rating_score,
+)
 from fermi_dspy.optimizer import Fermi
 from fermi_dspy.profile import Profile, render_profile
 from fermi_dspy.program import PersonalizedProgram
@@ -34,5 +41,7 @@ __all__ = [
     "answer_feedback",
     "answer_probability",
     "option_index",
+    "rating_errors",
+    "rating_score",
     "render_profile",
 ]

@@ -174,6 +174,42 @@ def answer_probability(
 
 answer_probability.uses_logprobs = True  # type: ignore[attr-defined]
 
+#: A predicted rating this many stars (or more) from the person's is mis-aligned (the rating task's tau).
+MISALIGNED_STARS = 1.0
+#: The widest possible error on MovieLens' 0.5-5 star scale.
+RATING_RANGE = 4.5
+
+
+def rating_score(
+    example: dspy.Example,
+    prediction: Any,
+    trace: Any = None,
+    pred_name: str | None = None,
+    pred_trace: Any = None,
+) -> dspy.Prediction:
+    """A star rating's closeness to the person's: `score` = 1 - |error| / 4.5 (so ranking prompts by their mean
+    score ranks them by mean absolute error), mis-aligned when the error is 1 star or more, with feedback such as
+    "The person rated it 2, the model said 4.". A prediction without a number scores 0 and is mis-aligned."""
+    gold = float(example.rating)
+    try:
+        predicted = float(getattr(prediction, "rating", None))
+    except (TypeError, ValueError):
+        return dspy.Prediction(score=0.0, aligned=False,
+                               feedback=f"The person rated it {gold:g}; the model gave no rating.")
+    error = abs(predicted - gold)
+    feedback = (f"Close: the person rated it {gold:g}, the model said {predicted:g}." if error < MISALIGNED_STARS
+                else f"The person rated it {gold:g}, the model said {predicted:g}.")
+    return dspy.Prediction(score=max(0.0, 1.0 - error / RATING_RANGE), aligned=error < MISALIGNED_STARS,
+                           feedback=feedback)
+
+
+def rating_errors(golds: Sequence[float], predictions: Sequence[float]) -> tuple[float, float]:
+    """(mean absolute error, root mean squared error) of one user's predicted ratings."""
+    if not golds or len(golds) != len(predictions):
+        raise ValueError(f"need as many predictions as ratings, got {len(predictions)} for {len(golds)}.")
+    errors = [p - g for g, p in zip(golds, predictions, strict=True)]
+    return sum(abs(e) for e in errors) / len(errors), math.sqrt(sum(e * e for e in errors) / len(errors))
+
 _WARNED: set[str] = set()
 
 

@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 import dspy
 
+from fermi_dspy.logprobs import choice_probabilities
+
 #: json_schema_extra key marking an output field whose choices are set per call.
 PER_CALL_CHOICES = "fermi_per_call_choices"
 
@@ -78,3 +80,30 @@ def stable_adapter(current: Any) -> Any:
                                  use_json_adapter_fallback=current.use_json_adapter_fallback,
                                  parallel_tool_calls=current.parallel_tool_calls)
     return current
+
+
+def _chosen(prediction: dspy.Prediction, field: str, choices: tuple[str, ...]) -> str:
+    value = str(prediction[field]).strip()
+    if value not in choices:
+        raise ValueError(f"The LM answered {prediction[field]!r}, not one of {list(choices)}.")
+    return value
+
+
+def choose(predictor: dspy.Predict, field: str, choices: tuple[str, ...], **inputs: Any) -> tuple[str, Any]:
+    """Call `predictor` with its output `field` constrained to `choices` for this call.
+
+    Returns:
+        (the chosen value, the LM's probability of each choice, or None without log-probabilities).
+    """
+    signature = with_choices(predictor.signature, field, choices)
+    with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
+        prediction = predictor(**inputs, signature=signature)
+    return _chosen(prediction, field, choices), choice_probabilities(prediction.get("logprobs"), choices, field=field)
+
+
+async def achoose(predictor: dspy.Predict, field: str, choices: tuple[str, ...], **inputs: Any) -> tuple[str, Any]:
+    """`choose`, asynchronously."""
+    signature = with_choices(predictor.signature, field, choices)
+    with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
+        prediction = await predictor.acall(**inputs, signature=signature)
+    return _chosen(prediction, field, choices), choice_probabilities(prediction.get("logprobs"), choices, field=field)

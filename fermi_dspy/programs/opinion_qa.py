@@ -1,12 +1,10 @@
 """The student for per-user opinion QA: a survey question and its options -> the person's answer."""
 
 from collections.abc import Sequence
-from typing import Any
 
 import dspy
 
-from fermi_dspy.logprobs import choice_probabilities
-from fermi_dspy.programs.choice import format_options, option_letters, stable_adapter, with_choices
+from fermi_dspy.programs.choice import achoose, choose, format_options, option_letters
 
 
 class AnswerSurveyQuestion(dspy.Signature):
@@ -33,30 +31,14 @@ class OpinionQA(dspy.Module):
         super().__init__()
         self.predict = dspy.Predict(AnswerSurveyQuestion)
 
-    def _request(self, question: str, options: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
-        letters = option_letters(len(options))
-        signature = with_choices(self.predict.signature, "answer", letters)
-        return letters, {"question": question, "options": format_options(options), "signature": signature}
-
-    @staticmethod
-    def _answer(prediction: dspy.Prediction, options: Sequence[str], letters: tuple[str, ...]) -> dspy.Prediction:
-        letter = str(prediction.answer).strip()
-        if letter not in letters:
-            raise ValueError(f"The LM answered {prediction.answer!r}, not one of the letters {list(letters)}.")
-        return dspy.Prediction(
-            answer=options[letters.index(letter)],
-            letter=letter,
-            option_probs=choice_probabilities(prediction.get("logprobs"), letters),
-        )
-
     def forward(self, question: str, options: Sequence[str]) -> dspy.Prediction:
-        letters, request = self._request(question, options)
-        with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
-            prediction = self.predict(**request)
-        return self._answer(prediction, options, letters)
+        letters = option_letters(len(options))
+        letter, probabilities = choose(self.predict, "answer", letters, question=question,
+                                       options=format_options(options))
+        return dspy.Prediction(answer=options[letters.index(letter)], letter=letter, option_probs=probabilities)
 
     async def aforward(self, question: str, options: Sequence[str]) -> dspy.Prediction:
-        letters, request = self._request(question, options)
-        with dspy.context(adapter=stable_adapter(dspy.settings.adapter)):
-            prediction = await self.predict.acall(**request)
-        return self._answer(prediction, options, letters)
+        letters = option_letters(len(options))
+        letter, probabilities = await achoose(self.predict, "answer", letters, question=question,
+                                              options=format_options(options))
+        return dspy.Prediction(answer=options[letters.index(letter)], letter=letter, option_probs=probabilities)

@@ -115,8 +115,9 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         for entry in entries:
             folder = Path(entry.path)
             result = read_json(folder / RESULT) if entry.is_dir() else None
-            if isinstance(result, dict) and isinstance(result.get("user_id"), str) and (folder / PROGRAM_FILE).is_file():
-                folders[result["user_id"]] = folder
+            user_id = result.get("user_id") if isinstance(result, dict) else None
+            if isinstance(user_id, str) and (folder / PROGRAM_FILE).is_file():
+                folders[user_id] = folder
         return folders
 
     def refresh(self) -> None:

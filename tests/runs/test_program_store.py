@@ -44,7 +44,7 @@ def test_the_cache_of_loaded_programs_is_bounded(finished_run):
 
 
 def test_an_unknown_user_is_a_clear_key_error(finished_run):
-    with pytest.raises(KeyError, match="No finished user 'synthetic-99'.*4 users, e.g. synthetic-1"):
+    with pytest.raises(KeyError, match=r"No finished user 'synthetic-99'.*4 users, e.g. synthetic-1"):
         ProgramStore(finished_run)["synthetic-99"]
 
 

@@ -18,20 +18,12 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-
-def _cold_rerun() -> None:
-    if os.environ.get("DSPY_CACHEDIR"):
-        return
-    env = {**os.environ, "DSPY_CACHEDIR": tempfile.mkdtemp(prefix="fermi-cold-cache-"),
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    raise SystemExit(subprocess.call([sys.executable, "-m", "programs.bench_incremental", *sys.argv[1:]], env=env))
+from programs.cold import rerun_cold
 
 
 def bootstrap_ci(values: list[float], rounds: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -52,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm", default="local")
     parser.add_argument("--out", default="benchmarks/results/incremental.json")
     args = parser.parse_args(argv)
-    _cold_rerun()
+    rerun_cold("programs.bench_incremental")
 
     import dspy
 

@@ -21,20 +21,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-
-def _cold_rerun() -> None:
-    if os.environ.get("DSPY_CACHEDIR"):
-        return
-    env = {**os.environ, "DSPY_CACHEDIR": tempfile.mkdtemp(prefix="fermi-cold-cache-"),
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    raise SystemExit(subprocess.call([sys.executable, "-m", "programs.bench_persona_probe", *sys.argv[1:]], env=env))
+from programs.cold import rerun_cold
 
 
 def normalized(probabilities: list[float]) -> list[float]:
@@ -103,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--questions", type=int, default=20)
     parser.add_argument("--out", default="benchmarks/results/persona-probe.json")
     args = parser.parse_args(argv)
-    _cold_rerun()
+    rerun_cold("programs.bench_persona_probe")
     from fermi_dspy.data import load_users
 
     users = load_users(args.data, on_bad_record="skip", null_answers="skip", min_examples=args.questions + 5,

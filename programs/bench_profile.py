@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,14 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-
-def _cold_rerun() -> None:
-    """Run this command again in a new process with a fresh, empty DSPy cache (before dspy is imported)."""
-    if os.environ.get("DSPY_CACHEDIR"):
-        return
-    cache = tempfile.mkdtemp(prefix="fermi-cold-cache-")
-    env = {**os.environ, "DSPY_CACHEDIR": cache, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    raise SystemExit(subprocess.call([sys.executable, "-m", "programs.bench_profile", *sys.argv[1:]], env=env))
+from programs.cold import rerun_cold
 
 
 def raw_prompt_speed(engine: Any, prompt_tokens: int = 200, repeats: int = 3) -> float:
@@ -101,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-test", action="store_true", help="compile only (no held-out evaluation)")
     parser.add_argument("--out", default=None, help="run directory (default: a new temporary one)")
     args = parser.parse_args(argv)
-    _cold_rerun()
+    rerun_cold("programs.bench_profile")
 
     from fermi_dspy import progress
     from fermi_dspy.lm.config import local_lm

@@ -13,14 +13,14 @@ from typing import Any
 import dspy
 
 from fermi_dspy import progress
-from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, with_budget
+from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, tokens_of, with_budget
 from fermi_dspy.metrics import answer_accuracy, call_metric, normalize_metric_output
 from fermi_dspy.optimizer import Fermi, render_task, split_examples
 from fermi_dspy.parallel import parallel_map
 from fermi_dspy.profile import initial_prompt, render_profile
 from fermi_dspy.program import PersonalizedProgram
 from fermi_dspy.proposal import render_demonstrations
-from fermi_dspy.runs.estimate import reply_chars, request_chars, tokens_of
+from fermi_dspy.runs.estimate import reply_chars, request_chars
 from fermi_dspy.runs.jobs import JobContext, JobOutput, UserData, UserJob, WorkEstimate, describe_object
 from fermi_dspy.scoring import render_output
 from fermi_dspy.signatures import ProposePersonalizedPrompt, ProposePromptFromScores

@@ -38,7 +38,7 @@ class Scheduler:
         self.identity, self.fingerprint = identity or {}, fingerprint
         self.task, self.proposer = task, proposer
         self.planned = planned
-        self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned)["cost"] or 0.0)
+        self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned).cost or 0.0)
         per_user_usd = estimate.usd_max / max(1, estimate.users) if estimate.usd_max is not None else None
         self.cost_wanted = settings.max_cost_per_user if settings.max_cost_per_user is not None else per_user_usd
         self.cost_per_call = estimate.usd / max(1, estimate.work.calls_max) if estimate.usd is not None else 0.0
@@ -95,7 +95,7 @@ class Scheduler:
         self.open_attempts.pop(uid, None)
         append_line(self.run_dir.ledger_path(uid), {
             "attempt": task.attempt, "event": "end", "status": outcome.status,
-            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "usage": outcome.usage.to_dict(),
             "written_by": "worker" if outcome.ledger_written else "driver"})
         item.ledger = self.run_dir.read_ledger(uid)
 
@@ -147,20 +147,19 @@ class Scheduler:
             previous = item.failure or {}
             item.failure = None
             spent = item.spent_before()  # this attempt included (the ledger was re-read)
-            spent["calls"] = max(spent["calls"], earlier["calls"] + outcome.usage.calls)
             item.failure = {
                 "user_id": uid,
                 "reason": outcome.error,
                 "error_type": outcome.error_type,
                 "attempts": task.attempt,
-                "calls_spent": spent["calls"],
-                "failed_calls": max(spent["failed_calls"], int(previous.get("failed_calls", 0)) +
+                "calls_spent": max(spent.calls, earlier.calls + outcome.usage.calls),
+                "failed_calls": max(spent.failed_calls, int(previous.get("failed_calls", 0)) +
                                     outcome.usage.failed_calls),
-                "prompt_tokens": spent["prompt_tokens"],
-                "completion_tokens": spent["completion_tokens"],
-                "cost_spent": spent["cost"],
+                "prompt_tokens": spent.prompt_tokens,
+                "completion_tokens": spent.completion_tokens,
+                "cost_spent": spent.cost,
                 "run_fingerprint": self.fingerprint,
-                "last_attempt": {"usage": {**outcome.usage.to_dict(), **outcome.cache}, "replies": outcome.replies,
+                "last_attempt": {"usage": outcome.usage.to_dict(), "replies": outcome.replies,
                                  "seconds": outcome.seconds, "worker": outcome.worker,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             }
@@ -175,10 +174,10 @@ class Scheduler:
             "status": outcome.status,
             "job": self.job.name,
             "result": outcome.result,
-            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "usage": outcome.usage.to_dict(),
             "replies": outcome.replies,
             "budget": {"allotment": item.allotment, "max_cost": task.max_cost,
-                       "calls_in_failed_attempts": earlier["calls"], "earlier_attempts": earlier},
+                       "calls_in_failed_attempts": earlier.calls, "earlier_attempts": earlier.to_dict()},
             "attempts": task.attempt,
             "input_sha256": item.user.fingerprint(),
             "run_fingerprint": self.fingerprint,
@@ -235,7 +234,7 @@ def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler,
         skipped=skipped,
         already_done=len(done) - scheduler.users_run,
         bad_records=bad_records,
-        usage=usage_totals(planned, run),
+        usage=usage_totals(planned, run).to_dict(),
         this_invocation={
             "users_run": scheduler.users_run,
             "lm_calls": scheduler.calls + interrupted,

@@ -18,9 +18,9 @@ from typing import Any
 
 import dspy
 
-from fermi_dspy.accounting import LMUsage
+from fermi_dspy.accounting import LMUsage, UsageMeter
 from fermi_dspy.runs.errors import UserAbortError
-from fermi_dspy.runs.guard import ReplyParses, UserLMUsage, guard_lm
+from fermi_dspy.runs.guard import ReplyParses, guard_lm
 from fermi_dspy.runs.jobs import JobContext, UserData, UserJob
 from fermi_dspy.runs.ledger import CallLedger
 from fermi_dspy.runs.lms import LMConfig, worker_lm
@@ -72,12 +72,11 @@ class TaskOutcome:
             "failed".
         result: The job's result (empty when failed).
         files: The job's files (empty when failed).
-        usage: LM calls, tokens and cost of this attempt.
+        usage: LM calls, tokens, cost and cache hits of this attempt.
         error: Why it failed (secrets removed), else None.
         error_type: The exception class name, else None.
         seconds: Wall time of the attempt.
         worker: "host:pid" of the process that ran it.
-        cache: Replies served from DSPy's cache and their tokens (see `UserLMUsage.cache`).
         replies: Per role, replies parsed and unparseable (see `ReplyParses`).
         ledger_written: The worker wrote the call ledger (False: the driver records the attempt's usage).
     """
@@ -91,7 +90,6 @@ class TaskOutcome:
     error_type: str | None = None
     seconds: float = 0.0
     worker: str = ""
-    cache: dict[str, int] = field(default_factory=dict)
     replies: dict[str, dict[str, int]] = field(default_factory=dict)
     ledger_written: bool = False
 
@@ -126,7 +124,7 @@ def run_task(task: UserTask) -> TaskOutcome:
     _prepare_process()
     ledger = CallLedger.open(task.ledger_path, task.attempt)
     try:
-        outcome = _run(task, UserLMUsage(ledger), ReplyParses())
+        outcome = _run(task, UsageMeter(ledger), ReplyParses())
     finally:
         if ledger is not None:
             ledger.close()
@@ -134,14 +132,14 @@ def run_task(task: UserTask) -> TaskOutcome:
     return outcome
 
 
-def _run(task: UserTask, meter: UserLMUsage, parses: ReplyParses) -> TaskOutcome:
+def _run(task: UserTask, meter: UsageMeter, parses: ReplyParses) -> TaskOutcome:
     started = time.perf_counter()
     user_id = task.user.user_id
 
     def failed(reason: str, error_type: str) -> TaskOutcome:
         outcome = failed_outcome(user_id, reason, error_type, usage=meter.usage(),
                                  seconds=time.perf_counter() - started)
-        outcome.cache, outcome.replies = meter.cache(), parses.to_dict()
+        outcome.replies = parses.to_dict()
         return outcome
 
     try:
@@ -164,4 +162,4 @@ def _run(task: UserTask, meter: UserLMUsage, parses: ReplyParses) -> TaskOutcome
     if parses.never_parsed("task"):
         status = UNPARSEABLE
     return TaskOutcome(user_id, status, output.result, output.files, usage, seconds=time.perf_counter() - started,
-                       worker=worker_name(), cache=meter.cache(), replies=parses.to_dict())
+                       worker=worker_name(), replies=parses.to_dict())

@@ -88,8 +88,7 @@ def test_local_spec_ignores_remote_settings_and_uses_role_defaults(monkeypatch):
     monkeypatch.setattr(config, "local_lm", lambda model, **kwargs: seen.update(model=model, **kwargs) or "LM")
     # One command line may pair a local task LM with a remote proposer: api_base/api_key are for the remote one.
     assert build_lm("local:smollm2-135m", role="proposer", api_base="http://127.0.0.1:1/v1", api_key="k") == "LM"
-    assert seen == {"model": "smollm2-135m", "route": "inprocess", "max_tokens": ROLE_DEFAULTS["proposer"]["max_tokens"], "temperature": 0.7,
-                    "cache": True}
+    assert seen == {"model": "smollm2-135m", "route": "inprocess", "cache": True, **ROLE_DEFAULTS["proposer"]}
 
 
 # -- settings reach the wire -------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import dspy
 import pytest
 
 from fermi_dspy.accounting import UsageMeter
+from fermi_dspy.files import write_atomic
 from fermi_dspy.runs import (
     FermiJob,
     JobOutput,
@@ -24,7 +25,7 @@ from fermi_dspy.runs import (
 )
 from fermi_dspy.runs.errors import RunInterruptedError, UserAbortError
 from fermi_dspy.runs.guard import clear_stop, guard_lm, request_stop
-from fermi_dspy.runs.layout import RunDir, write_atomic
+from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.lms import safe_url
 from tests.runs import lms
 from tests.runs.conftest import run_kwargs

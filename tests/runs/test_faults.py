@@ -76,8 +76,9 @@ def test_a_user_whose_endpoint_keeps_failing_is_recorded_and_the_run_goes_on(use
 def test_user_retries_rerun_a_failed_user_within_the_run(users_file, tmp_path):
     with stub_server() as (api_base, stub):
         stub.user_failures = {"u1": "500x2"}
-        summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run", user_retries=1,
-                                    **run_kwargs(task_lm=stub_lm(api_base, num_retries=1), proposer_lm=None, **FAST))
+        summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run",
+                                    **run_kwargs(user_retries=1, task_lm=stub_lm(api_base, num_retries=1),
+                                                 proposer_lm=None, **FAST))
     assert summary.done == 2 and summary.failed == 0
     result = json.loads((tmp_path / "run" / "users" / "synthetic-1" / "result.json").read_text())
     assert result["attempts"] == 2

@@ -120,9 +120,7 @@ def test_a_broken_endpoint_aborts_the_user():
 
 def test_the_estimate_bounds_what_a_run_spends(users_file, tmp_path):
     data = users_file(3)
-    kwargs = run_kwargs()
-    kwargs.pop("display_progress")
-    estimate = estimate_users("hwang", data_path=data, **kwargs)
+    estimate = estimate_users("hwang", data_path=data, **run_kwargs())
     summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
     assert estimate.users == 3 and estimate.calls_max == 81
     assert summary.usage["calls"] <= estimate.calls_max

@@ -126,7 +126,7 @@ def test_an_empty_data_file_is_a_clear_error(tmp_path, capsys, content):
         personalize_users("hwang", data_path=empty, run_dir=tmp_path / "run", **run_kwargs())
     assert not (tmp_path / "run" / "manifest.json").exists()
     with pytest.raises(DataError, match="no users"):
-        estimate_users("hwang", data_path=empty, **{k: v for k, v in run_kwargs().items() if k != "display_progress"})
+        estimate_users("hwang", data_path=empty, **run_kwargs())
     status = main(build_parser().parse_args(["--data", "hwang", "--data-path", str(empty), "--run-dir",
                                              str(tmp_path / "cli"), "--lm", lms.TASK, "--no-progress"]))
     err = capsys.readouterr().err

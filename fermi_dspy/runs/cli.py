@@ -26,6 +26,10 @@ from fermi_dspy.runs.lms import LMConfig
 from fermi_dspy.runs.settings import RunSettings
 
 EXIT_OK, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 3, 130
+#: This module is the `personalize` command of `fermi-dspy` (a `fermi_dspy.cli.Command`).
+summary = "personalize many users into a resumable run directory"
+description = ("Personalize many users with Fermi into a resumable, budgeted run directory (re-run the same command "
+               "to resume).")
 PAPER = {"iterations": 10, "candidates": 4, "memory": 5, "train": 20}
 DEFAULTS = {"iterations": 3, "candidates": 3, "memory": 5, "train": 10}
 
@@ -231,8 +235,7 @@ def _main(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m fermi_dspy.runs` (the same options as `fermi-dspy personalize`)."""
-    parser = argparse.ArgumentParser(prog="python -m fermi_dspy.runs",
-                                     description="Personalize many users with Fermi into a resumable run directory.")
+    parser = argparse.ArgumentParser(prog="python -m fermi_dspy.runs", description=description)
     add_arguments(parser)
     return parser
 

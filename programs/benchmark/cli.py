@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 LM_ENVIRONMENT = ("FERMI_LM", "FERMI_PROPOSER_LM", "FERMI_LOCAL_MODEL", "FERMI_DSPY_THREADS")
 
+#: This module is the `fermi-dspy bench` command (a `fermi_dspy.cli.Command`, declared in pyproject.toml).
+summary = "the benchmark: every method on the same per-user splits"
+description = ("Run Fermi, its ablations, baselines and DSPy's optimizers on the same per-user splits, or re-render / "
+               "measure a benchmark run.")
+
 
 def _method_list(text: str) -> list[str]:
     if text.strip().lower() == "all":

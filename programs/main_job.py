@@ -99,9 +99,8 @@ class MainJob(FermiJob):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "name": self.name, "baselines": list(BASELINES)}
 
-    def _calls(self, user: UserData) -> tuple[int, int, int, int]:
-        optimization, scoring, proposals, testing = super()._calls(user)
-        return optimization, scoring, proposals, testing * (1 + len(BASELINES))
+    def _test_calls(self, user: UserData) -> int:
+        return super()._test_calls(user) * (1 + len(BASELINES))
 
     def run(self, user: UserData, context: JobContext) -> JobOutput:
         test = list(user.test)

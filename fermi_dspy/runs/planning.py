@@ -36,6 +36,7 @@ class PlannedUser:
     allotment: int | None = None
     ledger: LedgerTotals = field(default_factory=LedgerTotals)
     damaged: str | None = None
+    previous: dict[str, Any] | None = None
 
     def spent_before(self) -> LMUsage:
         """What the user's attempts so far spent (the ledger, or failure.json where it says more)."""
@@ -80,18 +81,22 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
             if item.damaged:
                 logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id),
                                item.damaged, user.user_id)
+            if item.result is not None and job.redo(item.result.get("result") or {}):
+                item.previous, item.result = item.result, None  # checked below like a finished user, then run again
             if item.result is None:
                 item.ledger = run_dir.read_ledger(user.user_id)
-        if item.result is not None and item.result.get("input_sha256") != user.fingerprint():
+        finished = item.result or item.previous
+        if finished is not None and finished.get("input_sha256") != user.fingerprint():
             raise ManifestMismatchError(
                 f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
                 f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
             )
-        if item.result is not None and fingerprint is not None and item.result["run_fingerprint"] != fingerprint:
+        if finished is not None and fingerprint is not None and finished["run_fingerprint"] != fingerprint:
             other.append(item)
         planned.append(item)
     if other:
-        raise other_settings_error(run_dir.path, [p.user.user_id for p in other], other[0].result.get("run_identity"),
+        first = other[0].result or other[0].previous or {}
+        raise other_settings_error(run_dir.path, [p.user.user_id for p in other], first.get("run_identity"),
                                    identity or {}, run_dir.users_path)
     fixed, spent = {}, {}
     for item in planned:

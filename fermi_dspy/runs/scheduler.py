@@ -77,7 +77,7 @@ class Scheduler:
         attempt = item.attempts_before + 1  # the ledger and item.failure are updated after each attempt
         ledger = self.run_dir.ledger_path(item.user.user_id).resolve()
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
-                        calls, cost_cap, attempt, str(ledger))
+                        calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"))
         return task, "", cost_cap
 
     def _start(self, task: UserTask) -> None:

@@ -48,6 +48,7 @@ class UserTask:
         max_cost: The user's USD allotment for this attempt (None: uncapped).
         attempt: 1 for the first attempt, then 2, 3, ... (across resumes, interrupted attempts included).
         ledger_path: The user's call ledger (users/<dir>/calls.jsonl), or None to count in memory only.
+        previous: The user's earlier result, when the job runs a finished user again (`UserJob.redo`).
     """
 
     user: UserData
@@ -60,6 +61,7 @@ class UserTask:
     max_cost: float | None
     attempt: int = 1
     ledger_path: str | None = None
+    previous: dict[str, Any] | None = None
 
 
 @dataclass
@@ -146,7 +148,8 @@ def _run(task: UserTask, meter: UsageMeter, parses: ReplyParses) -> TaskOutcome:
         task_lm = guard_lm(worker_lm(task.task_lm, "task"), meter, "task")
         proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter, "proposer")
         context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
-                             max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage)
+                             max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage,
+                             previous=task.previous)
         with dspy.context(lm=task_lm, callbacks=[*dspy.settings.callbacks, parses]):
             output = task.job.run(task.user, context)
     except UserAbortError as exc:

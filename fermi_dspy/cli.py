@@ -56,7 +56,7 @@ class Unavailable:
         self.name, self.summary, self.message = name, summary, message
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        """Takes any arguments (see `main`)."""
 
     def main(self, args: argparse.Namespace) -> int:
         print(f"error: {self.message}", file=sys.stderr)
@@ -135,7 +135,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return models_main(argv[1:])
     found = commands()
-    args = build_parser(found).parse_args(argv)
+    parser = build_parser(found)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not isinstance(found[args.command], Unavailable):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose:

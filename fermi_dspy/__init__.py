@@ -8,6 +8,7 @@ personal = Fermi().compile(student, trainset=user_examples, profile=user_profile
 """
 
 from fermi_dspy.accounting import LMUsage
+from fermi_dspy.errors import FermiError
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.metrics import (
     answer_accuracy,
@@ -18,16 +19,18 @@ from fermi_dspy.metrics import (
     rating_score,
 )
 from fermi_dspy.optimizer import Fermi
-from fermi_dspy.profile import Profile, render_profile
+from fermi_dspy.profile import Profile, initial_prompt, render_profile
 from fermi_dspy.program import PersonalizedProgram
 from fermi_dspy.result import FermiResult, IterationRecord
 from fermi_dspy.selection import TfidfEmbedder
 from fermi_dspy.signatures import ProposePersonalizedPrompt, ProposePromptFromScores
+from fermi_dspy.variants import with_prompt
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Fermi",
+    "FermiError",
     "FermiResult",
     "IterationRecord",
     "LMUsage",
@@ -40,8 +43,10 @@ __all__ = [
     "answer_accuracy",
     "answer_feedback",
     "answer_probability",
+    "initial_prompt",
     "option_index",
     "rating_errors",
     "rating_score",
     "render_profile",
+    "with_prompt",
 ]

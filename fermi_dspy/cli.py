@@ -1,116 +1,128 @@
 """The `fermi-dspy` command (also `python -m fermi_dspy`).
 
-    fermi-dspy run                      # the main job: Fermi vs two baselines on a few real users, local LM
-    fermi-dspy run --data hwang --users 5 --lm openai/gpt-4o-mini
     fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run   # many users: estimate, then run/resume
-    fermi-dspy bench --data hwang --users 10                             # every method on the same splits
-    fermi-dspy models list | fetch NAME # the embedded local models
+    fermi-dspy models list | fetch NAME                                  # the embedded local models
+    fermi-dspy run                       # from a checkout: the main job, Fermi vs two baselines on a few real users
+    fermi-dspy bench run --data hwang --users 10                         # from a checkout: the benchmark
+
+The library's own commands are `personalize` and `models`. Every other command is a plugin: an entry point of the
+group `fermi_dspy.commands` whose name is the command and whose value names a `Command`, e.g. in a pyproject.toml
+
+    [project.entry-points."fermi_dspy.commands"]
+    run = "programs.main_job"
+
+This repository declares `run` and `bench` that way; they live in the checkout's `programs/`, which is not part of
+the wheel (`./install.sh` makes it importable in the checkout's virtual environment). A command whose module cannot
+be imported (a wheel installed without the checkout) is still listed, and says what it needs when it is invoked.
+When the installed metadata declares no command (an install that predates them, or none at all: `python -m
+fermi_dspy` from the repository's root), the commands declared in the checkout's own pyproject.toml are used.
 """
 
 import argparse
+import importlib
+import importlib.metadata
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+#: The entry-point group of the `fermi-dspy` subcommands.
+COMMANDS_GROUP = "fermi_dspy.commands"
 
 
-def _add_lm_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("language models")
-    group.add_argument("--lm", default=None, help="task LM: 'local' (default), 'local:<model>', a .gguf path, or any "
-                       "DSPy/LiteLLM model string such as openai/gpt-4o-mini (env FERMI_LM)")
-    group.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (env FERMI_PROPOSER_LM; default: "
-                       "as the task LM)")
-    group.add_argument("--local-model", default=None, help="the embedded model or .gguf file 'local' means "
-                       "(env FERMI_LOCAL_MODEL; default qwen2.5-coder-0.5b)")
-    group.add_argument("--route", choices=["inprocess", "server"], default="inprocess",
-                       help="run a local model in this process (default) or behind a local OpenAI-compatible server")
-    group.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server (vLLM, Ollama, "
-                       "llama.cpp), e.g. http://127.0.0.1:8000/v1")
-    group.add_argument("--api-key-env", default=None, help="name of the environment variable holding the API key "
-                       "(default: the provider's own, e.g. OPENAI_API_KEY); the key is never written anywhere")
+@runtime_checkable
+class Command(Protocol):
+    """A `fermi-dspy` subcommand: what an entry point of `COMMANDS_GROUP` names (a module or any object).
+
+    Attributes:
+        summary: One line for `fermi-dspy --help`.
+    """
+
+    summary: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the command's options to its subparser."""
+
+    def main(self, args: argparse.Namespace) -> int:
+        """Run the command with the parsed arguments; return the exit status."""
 
 
-def _add_run_parser(sub: argparse._SubParsersAction) -> None:
-    from programs.main_job import PAPER_SETTINGS, MainJobSettings
+class Unavailable:
+    """Stands in for a declared command that cannot be loaded: it is listed, and says why when invoked."""
 
-    defaults = MainJobSettings()
-    run = sub.add_parser("run", help="the main job: personalize a few real users and compare with baselines",
-                         description="Personalize a few real users with Fermi and score it, the plain student and "
-                         "the profile-in-prompt student on each user's held-out answers.")
-    run.add_argument("--data", default=defaults.dataset, help="panelists (default), hwang or global")
-    run.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
-    run.add_argument("--users", type=int, default=defaults.users, help="number of users (default %(default)s)")
-    run.add_argument("--train", type=int, default=None, help=f"few-shot answers per user (default {defaults.n_train}"
-                     f"; {PAPER_SETTINGS['n_train']} with --paper)")
-    run.add_argument("--test", type=int, default=defaults.n_test, help="held-out answers per user (default "
-                     "%(default)s)")
-    run.add_argument("--seed", type=int, default=defaults.seed)
-    run.add_argument("--iterations", type=int, default=None, help=f"Fermi's T (default {defaults.num_iterations})")
-    run.add_argument("--candidates", type=int, default=None, help=f"Fermi's K (default {defaults.num_candidates})")
-    run.add_argument("--memory", type=int, default=None, help=f"Fermi's L (default {defaults.memory_size})")
-    run.add_argument("--paper", action="store_true", help="the paper's settings: T=10, K=4, L=5, 20 train answers "
-                     "(16 scored), about 640 task-LM calls per user")
-    run.add_argument("--threads", type=int, default=defaults.num_threads, help="parallel LM calls (default "
-                     "%(default)s; raise it for hosted APIs)")
-    run.add_argument("--out", default=None, help="run directory (default runs/main-<time>); re-running into it "
-                     "resumes")
-    _add_lm_arguments(run)
+    def __init__(self, name: str, summary: str, message: str) -> None:
+        self.name, self.summary, self.message = name, summary, message
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Takes any arguments (see `main`)."""
+
+    def main(self, args: argparse.Namespace) -> int:
+        print(f"error: {self.message}", file=sys.stderr)
+        return 1
 
 
-def _run(args: argparse.Namespace) -> int:
-    from fermi_dspy.runs import LMConfig
-    from programs.main_job import PAPER_SETTINGS, MainJobSettings, run_main_job
+def _checkout_commands() -> dict[str, str]:
+    """The commands declared in the pyproject.toml of the checkout this package was imported from, if any."""
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
 
-    paper = PAPER_SETTINGS if args.paper else {}
-    defaults = MainJobSettings()
-
-    def pick(value: int | None, key: str) -> int:
-        return value if value is not None else paper.get(key, getattr(defaults, key))
-
-    settings = MainJobSettings(
-        dataset=args.data, data_path=args.data_path, users=args.users, n_train=pick(args.train, "n_train"),
-        n_test=args.test, seed=args.seed, num_iterations=pick(args.iterations, "num_iterations"),
-        num_candidates=pick(args.candidates, "num_candidates"), memory_size=pick(args.memory, "memory_size"),
-        num_threads=args.threads,
-    )
-    lm_options = {"local_model": args.local_model, "route": args.route, "api_base": args.api_base,
-                  "api_key_env": args.api_key_env}
-    task_lm = LMConfig(args.lm, **lm_options)
-    proposer_lm = LMConfig(args.proposer_lm, **lm_options) if args.proposer_lm else None
-    out = Path(args.out or f"runs/main-{time.strftime('%Y%m%d-%H%M%S')}")
-    report = run_main_job(settings, out, task_lm=task_lm, proposer_lm=proposer_lm)
-    print(report["table"])
-    for failure in report["failures"]:
-        print(f"failed: {failure['user_id']}: {failure['reason']}", file=sys.stderr)
-    lms = report["lms"] or {}
-    print(f"\nRun directory: {out}  (report.json, results.csv, plot.png, users/<id>/program.json)")
-    print(f"Wall time: {report['wall_seconds']:.0f} s; task LM {lms.get('task', {}).get('spec')}, proposer LM "
-          f"{lms.get('proposer', {}).get('spec')}")
-    return 0 if not report["failures"] else 3
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+    except (ImportError, OSError, ValueError):  # Python 3.10 (no tomllib), not a checkout, unreadable
+        return {}
+    if project.get("name") != "fermi-dspy":
+        return {}
+    return dict(project.get("entry-points", {}).get(COMMANDS_GROUP, {}))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `fermi-dspy`."""
+def declared_commands() -> dict[str, str]:
+    """name -> "module[:attribute]" of every plugin command: the installed entry points, else the checkout's."""
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group=COMMANDS_GROUP)}
+    return installed or _checkout_commands()
+
+
+def load_command(name: str, target: str) -> Command:
+    """The `Command` `target` names, or an `Unavailable` one saying why it cannot be used."""
+    module_name, _, attribute = target.partition(":")
+    try:
+        command = importlib.import_module(module_name.strip())
+        for part in filter(None, attribute.strip().split(".")):
+            command = getattr(command, part)
+    except ImportError as exc:
+        return Unavailable(name, f"(needs a checkout of the fermi-dspy repository: {target} is not importable)",
+                           f"`fermi-dspy {name}` needs a checkout of the fermi-dspy repository: it runs {target}, "
+                           f"which is not importable here ({type(exc).__name__}: {exc}). Clone the repository and run "
+                           "./install.sh there, then use its .venv/bin/fermi-dspy (or `python -m fermi_dspy` from its "
+                           "root).")
+    if not isinstance(command, Command):
+        return Unavailable(name, f"(broken: {target} is not a fermi-dspy command)",
+                           f"`fermi-dspy {name}` is declared as {target}, which lacks summary, add_arguments(parser) "
+                           "or main(args); see fermi_dspy.cli.Command.")
+    return command
+
+
+def commands() -> dict[str, Command]:
+    """Every subcommand but `models` (which parses its own arguments): `personalize`, then the plugins."""
+    from fermi_dspy.runs import cli as personalize
+
+    found: dict[str, Command] = {"personalize": personalize}
+    for name, target in declared_commands().items():
+        found.setdefault(name, load_command(name, target))
+    return found
+
+
+def build_parser(found: dict[str, Command] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of `fermi-dspy` (with `found`, or every command)."""
     parser = argparse.ArgumentParser(prog="fermi-dspy", description="Fermi per-user prompt personalization for DSPy.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every iteration")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_run_parser(sub)
-    from fermi_dspy.runs.cli import add_arguments as add_personalize_arguments
-
-    personalize = sub.add_parser("personalize", help="personalize many users into a resumable run directory",
-                                 description="Personalize many users with Fermi into a resumable, budgeted run "
-                                 "directory (re-run the same command to resume).")
-    add_personalize_arguments(personalize)
-    from programs.benchmark.cli import add_arguments as add_bench_arguments
-
-    bench = sub.add_parser("bench", help="the benchmark: every method on the same per-user splits",
-                           description="Run Fermi, its ablations, baselines and DSPy's optimizers on the same "
-                           "per-user splits, or re-render / measure a benchmark run.")
-    add_bench_arguments(bench)
-    models = sub.add_parser("models", help="list or fetch the embedded local models", add_help=False)
-    models.add_argument("rest", nargs=argparse.REMAINDER)
+    for name, command in (commands() if found is None else found).items():
+        subparser = sub.add_parser(name, help=command.summary,
+                                   description=getattr(command, "description", None) or command.summary)
+        command.add_arguments(subparser)
+    sub.add_parser("models", help="list or fetch the embedded local models", add_help=False)
     return parser
 
 
@@ -122,30 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from fermi_dspy.lm.__main__ import main as models_main
 
         return models_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    found = commands()
+    parser = build_parser(found)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not isinstance(found[args.command], Unavailable):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose:
         logging.getLogger("fermi_dspy").setLevel(logging.INFO)
-        logging.getLogger("programs").setLevel(logging.INFO)
     try:
-        if args.command == "run":
-            return _run(args)
-        if args.command == "bench":
-            from programs.benchmark.cli import main as bench_main
-
-            return bench_main(args)
-        if args.command == "personalize":
-            from fermi_dspy.runs.cli import main as personalize_main
-
-            return personalize_main(args)
+        return found[args.command].main(args)
     except KeyboardInterrupt:
         print("\ninterrupted; finished users are saved, re-run the same command to resume", file=sys.stderr)
         return 130
     except (ValueError, TypeError, RuntimeError, ImportError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS_GROUP", "Command", "build_parser", "commands", "declared_commands", "main"]

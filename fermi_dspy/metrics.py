@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +23,7 @@ import dspy
 
 logger = logging.getLogger(__name__)
 
-Metric = Callable[..., Any]
-"""A DSPy metric: `(example, prediction)`, `(example, prediction, trace)` or GEPA's
-`(gold, pred, trace, pred_name, pred_trace)`, returning a float, a bool or `dspy.Prediction(score=...)`."""
+from fermi_dspy.protocols import Metric  # noqa: E402 (the extension points are declared in one place)
 
 _LETTER = re.compile(r"^\(?([a-z])\)?(?:[.):]\s*(.*))?$")
 _EDGE_PUNCT = " \t\n\"'`.,;:!"

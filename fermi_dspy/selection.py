@@ -3,7 +3,7 @@
 Also holds the offline default embedder (TF-IDF fitted on the user's own questions).
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import numpy as np
@@ -12,8 +12,7 @@ from dspy.predict.parameter import Parameter
 Selection: TypeAlias = Literal["retrieval", "best"]
 SELECTION_MODES = ("retrieval", "best")
 
-Embedder: TypeAlias = Callable[[list[str]], Any]
-"""A `dspy.Embedder` or any callable `list[str] -> array (n, d)`."""
+from fermi_dspy.protocols import Embedder  # noqa: E402 (the extension points are declared in one place)
 
 
 def check_selection(selection: str) -> None:

@@ -2,7 +2,14 @@
 
 `rule_lm(respond)` returns a real `dspy.LM` whose engine calls `respond(system, user)` and formats the returned
 output fields the way DSPy's adapters expect. Because `system` holds the instruction under test, answers can
-depend on the prompt, so a better prompt can measurably score better. Every request is recorded.
+depend on the prompt, so a better prompt can measurably score better. Every request is recorded. A `RuleEngine`
+subclass can answer from the whole request instead (`answer(call)`, with its seed and settings) and declare the
+request parameters it takes (`supported_params`).
+
+`instant_lm(role)` is a ready LM for any signature, for dry runs of whole pipelines (the benchmark's `--scripted`,
+overhead measurements): the task LM picks an option from a hash of its instruction and the question, so different
+prompts give different, deterministic answers; the proposer fills every output field with a text never produced
+before. As an LM spec it is "factory:fermi_dspy.testing:instant_lm", so workers in other processes build it too.
 
 For students that answer multiple-choice questions by letter (`fermi_dspy.programs.OpinionQA`), `respond` may
 answer with the option's text: when the request shows lettered options ("A. Yes") and asks for one of their
@@ -11,6 +18,8 @@ letters, the engine replies with the letter of the option named. A `respond` may
 asks for log-probabilities), as a real LM's would.
 """
 
+import hashlib
+import itertools
 import json
 import math
 import re
@@ -42,6 +51,7 @@ class RecordedCall:
     user: str
     temperature: float | None
     max_tokens: int | None
+    seed: int | None = None
 
     @property
     def text(self) -> str:
@@ -60,12 +70,23 @@ def wants_json(request: Any, system: str) -> bool:
 
 
 class RuleEngine:
-    """A DSPy engine answering with a Python function; thread-safe; records every request in `calls`."""
+    """A DSPy engine answering with a Python function; thread-safe; records every request in `calls`.
+
+    Attributes:
+        supported_params: Request parameters the engine declares it takes (DSPy then sends them: e.g. "seed",
+            "response_format"); none by default.
+    """
+
+    supported_params: frozenset[str] = frozenset()
 
     def __init__(self, respond: Respond) -> None:
         self.respond = respond
         self.calls: list[RecordedCall] = []
         self._lock = threading.Lock()
+
+    def answer(self, call: RecordedCall) -> dict[str, Any]:
+        """The output fields for one request (default: `respond(system, user)`)."""
+        return self.respond(call.system, call.user)
 
     def complete(self, request: Any) -> Response:
         system = request.system if isinstance(request.system, str) else "".join(
@@ -73,10 +94,11 @@ class RuleEngine:
         )
         user = "\n".join(m.text or "" for m in request.messages)
         config = request.config
+        call = RecordedCall(system, user, getattr(config, "temperature", None), getattr(config, "max_tokens", None),
+                            getattr(config, "seed", None))
         with self._lock:
-            self.calls.append(RecordedCall(system, user, getattr(config, "temperature", None),
-                                           getattr(config, "max_tokens", None)))
-        fields = dict(self.respond(system, user))
+            self.calls.append(call)
+        fields = dict(self.answer(call))
         scripted_logprobs = fields.pop(LOGPROBS, None)
         fields = as_letters(fields, request.messages[-1].text or "")
         if wants_json(request, system):
@@ -146,13 +168,91 @@ class AsyncRuleEngine:
         pass
 
 
-def rule_lm(respond: Respond, *, model: str = "rule/lm", **kwargs: Any) -> dspy.LM:
+def rule_lm(respond: Respond | RuleEngine, *, model: str = "rule/lm", **kwargs: Any) -> dspy.LM:
     """A `dspy.LM` (uncached, sync and async) that answers with `respond(system, user)`; its engine is `lm.engine`.
 
     Args:
-        respond: Returns the output fields for a request.
+        respond: Returns the output fields for a request; or a ready `RuleEngine`.
         model: The model name (give task and proposer LMs different names to tell them apart in usage).
-        **kwargs: More `dspy.LM` settings (temperature, max_tokens, ...).
+        **kwargs: More `dspy.LM` settings (temperature, max_tokens, num_retries, ...).
     """
-    engine = RuleEngine(respond)
+    engine = respond if isinstance(respond, RuleEngine) else RuleEngine(respond)
     return dspy.LM(model, engine=engine, async_engine=AsyncRuleEngine(engine), cache=False, **kwargs)
+
+
+# -- instant LMs for any signature --------------------------------------------------------------------------------
+
+_OUTPUTS = re.compile(r"Your output fields are:\n(.*?)\n(?:All interactions|In adhering)", re.S)
+_FIELD = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
+_QUESTION = re.compile(r"\[\[ ## question ## \]\]\n(.*?)(?:\n\n|$)", re.S)
+
+
+def output_fields(system: str) -> list[tuple[str, str]]:
+    """(name, type) of the output fields a DSPy adapter asks for in its system message."""
+    match = _OUTPUTS.search(system)
+    return _FIELD.findall(match.group(1)) if match else []
+
+
+def _empty_value(kind: str) -> Any:
+    kind = kind.lower()
+    if kind.startswith(("list", "tuple")):
+        return []
+    if kind.startswith("dict"):
+        return {}
+    return {"bool": False, "int": 0, "float": 0}.get(kind)
+
+
+def hashed_choice(system: str, question: str, options: list[str]) -> str:
+    """A deterministic option that depends on the instruction and the question."""
+    digest = hashlib.sha256(f"{system}\x1f{question}".encode()).digest()
+    return options[int.from_bytes(digest[:4], "big") % len(options)]
+
+
+def answer_any(system: str, user: str) -> dict[str, Any]:
+    """Answer the last question shown with `hashed_choice` among its options; fill other fields with empty values."""
+    options = shown_options(user.rsplit("[[ ## question ## ]]", 1)[-1]) or shown_options(user)
+    questions = _QUESTION.findall(user)
+    reply: dict[str, Any] = {}
+    for name, kind in output_fields(system) or [("answer", "str")]:
+        empty = _empty_value(kind)
+        if empty is not None:
+            reply[name] = empty
+        else:
+            reply[name] = hashed_choice(system, questions[-1] if questions else "", options) if options else "A"
+    return reply
+
+
+class NewTexts:
+    """A `respond` that fills every string output field with a text never produced before (proposals never repeat)."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def __call__(self, system: str, user: str) -> dict[str, Any]:
+        with self._lock:
+            number = next(self._counter)
+        reply: dict[str, Any] = {}
+        for name, kind in output_fields(system) or [("new_prompt", "str")]:
+            empty = _empty_value(kind)
+            reply[name] = empty if empty is not None else f"Answer as this person would. (variant {number}, {name})"
+        return reply
+
+
+_INSTANT: dict[str, RuleEngine] = {}
+_INSTANT_LOCK = threading.Lock()
+
+
+def instant_engine(role: str = "task") -> RuleEngine:
+    """The process's engine behind every `instant_lm(role)`; its `calls` record each of their requests."""
+    with _INSTANT_LOCK:
+        if role not in _INSTANT:
+            _INSTANT[role] = RuleEngine(answer_any if role == "task" else NewTexts())
+        return _INSTANT[role]
+
+
+def instant_lm(role: str = "task", **kwargs: Any) -> dspy.LM:
+    """An instant scripted LM for any signature (model `scripted/<role>`): the task LM ("task", also for "test")
+    answers by `answer_any`, any other role writes `NewTexts`. Spec: "factory:fermi_dspy.testing:instant_lm"."""
+    role = "task" if role in ("task", "test") else "proposer"
+    return rule_lm(instant_engine(role), model=f"scripted/{role}", **kwargs)

@@ -44,3 +44,20 @@ def build_variant(student: dspy.Module, prompt: str, base_instructions: Mapping[
         predictor = predictors[name]
         predictor.signature = predictor.signature.with_instructions(compose_instruction(prompt, base))
     return variant
+
+
+def with_prompt(student: dspy.Module, prompt: str, predictors: Sequence[str] | None = None) -> dspy.Module:
+    """A copy of `student` that always answers with `prompt` placed before its predictors' own instructions.
+
+    The same composition Fermi uses for its kept prompts, as a fixed program: e.g. the profile written into the
+    prompt (`with_prompt(student, fermi_dspy.initial_prompt(profile))`), or a prompt learned elsewhere.
+
+    Args:
+        student: The program (left unchanged).
+        prompt: The prompt ("" gives an unchanged copy).
+        predictors: Names from `student.named_predictors()` to give the prompt to; None for all of them.
+
+    Raises:
+        ValueError: The student has no predictors, or a name is not one of them.
+    """
+    return build_variant(student, prompt, target_instructions(student, predictors))

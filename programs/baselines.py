@@ -2,8 +2,7 @@
 
 import dspy
 
-from fermi_dspy.profile import Profile, initial_prompt
-from fermi_dspy.variants import build_variant, target_instructions
+from fermi_dspy import Profile, initial_prompt, with_prompt
 
 
 def zero_shot(student: dspy.Module) -> dspy.Module:
@@ -13,4 +12,4 @@ def zero_shot(student: dspy.Module) -> dspy.Module:
 
 def profile_in_prompt(student: dspy.Module, profile: Profile) -> dspy.Module:
     """The student with the user's profile placed before each predictor's instruction (Fermi's first candidate)."""
-    return build_variant(student, initial_prompt(profile), target_instructions(student, None))
+    return with_prompt(student, initial_prompt(profile))

@@ -19,10 +19,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import dspy
 
 from fermi_dspy import Fermi
+from fermi_dspy.accounting import UsageMeter
 from fermi_dspy.data import load_users, split_user
 from fermi_dspy.lm import build_lm
-from programs.benchmark.roles import RoleMeter
-from programs.opinion_qa import OpinionQA
+from fermi_dspy.programs import OpinionQA
 
 TARGET_SECONDS = 300.0
 TARGET_CALLS = 640
@@ -51,13 +51,14 @@ def main() -> None:
     with dspy.context(lm=task_lm):  # load the model before timing
         OpinionQA()(**split.train[0].inputs())
 
-    meter = RoleMeter(task_lm, proposer_lm)  # splits the LM time between the roles
-    optimizer = Fermi(prompt_model=meter.proposer, task_model=meter.task, num_iterations=args.iterations,
+    task_meter, proposer_meter = UsageMeter(), UsageMeter()  # split the LM time between the roles
+    optimizer = Fermi(prompt_model=proposer_meter.track(proposer_lm), task_model=task_meter.track(task_lm),
+                      num_iterations=args.iterations,
                       num_candidates=args.candidates, retrieval_fields=["question"], num_threads=args.threads)
     started = time.perf_counter()
     program = optimizer.compile(OpinionQA(), trainset=split.train, profile=record.profile)
     seconds = time.perf_counter() - started
-    task_seconds, proposer_seconds = meter.usage("task").lm_seconds, meter.usage("proposer").lm_seconds
+    task_seconds, proposer_seconds = task_meter.lm_seconds, proposer_meter.lm_seconds
     result = program.detailed_results
     task_calls, proposer_calls = result.task_usage.calls, result.proposer_usage.calls
     per_call = seconds / task_calls

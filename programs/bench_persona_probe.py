@@ -37,11 +37,9 @@ def normalized(probabilities: list[float]) -> list[float]:
 def probe_model(model: str, users: list[Any], questions: int) -> dict[str, Any]:
     import dspy
 
+    from fermi_dspy import initial_prompt, option_index, with_prompt
     from fermi_dspy.lm import local_lm
-    from fermi_dspy.metrics import option_index
-    from fermi_dspy.profile import initial_prompt
     from fermi_dspy.programs import OpinionQA
-    from fermi_dspy.variants import build_variant, target_instructions
     from programs.benchmark.floor import favourite_position, position_counts
 
     lm = local_lm(model, cache=True, temperature=0.0).copy(logprobs=True, top_logprobs=26)
@@ -51,7 +49,7 @@ def probe_model(model: str, users: list[Any], questions: int) -> dict[str, Any]:
         examples = list(user.examples)
         probe, rest = examples[:questions], examples[questions:]
         plain = OpinionQA()
-        persona = build_variant(plain, initial_prompt(user.profile), target_instructions(plain, None))
+        persona = with_prompt(plain, initial_prompt(user.profile))
         counts = position_counts(rest)
         with dspy.context(lm=lm):
             for program_name, program in (("neutral", plain), ("persona", persona)):

@@ -31,7 +31,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from fermi_dspy.data import load_users
-from fermi_dspy.runs import LMConfig, RunSummary, personalize_users
+from fermi_dspy.runs import LMConfig, RunSettings, RunSummary, personalize_users
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +110,11 @@ def main() -> None:
         "users": loaded, "limit": options.users, "n_train": options.train, "n_test": options.test,
         "fermi": {"num_iterations": options.iterations, "num_candidates": options.candidates,
                   "retrieval_fields": ["question"]},
-        "on_bad_record": "skip", "display_progress": False,
     }
+
+    def settings(engine: str, workers: int) -> RunSettings:
+        return RunSettings(engine=engine, max_workers=workers, on_bad_record="skip", display_progress=False)
+
     rows: list[dict[str, Any]] = []
     engines = options.engines.split(",")
     report: dict[str, Any] = {"settings": vars(options), "machine": {"cpus": os.cpu_count()}, "rows": rows}
@@ -119,7 +122,7 @@ def main() -> None:
     if "threads-1t" in engines:
         shutil.rmtree(out / "threads-1t", ignore_errors=True)
         run = {**common, **lm_configs(options.model, 1, options.proposer_max_tokens), "run_dir": out / "threads-1t",
-               "engine": "threads", "max_workers": options.threads_workers}
+               "settings": settings("threads", options.threads_workers)}
         rows.append(measure(f"threads ({options.threads_workers}w x 1 LM thread)", run)[0])
         resume_row, resumed = measure("resume finished (threads-1t)", run)
         assert resumed.this_invocation["users_run"] == 0 and resumed.this_invocation["lm_calls"] == 0
@@ -129,7 +132,7 @@ def main() -> None:
     if "threads" in engines:
         shutil.rmtree(out / "threads", ignore_errors=True)
         threads_run = {**common, **lm_configs(options.model, options.cores, options.proposer_max_tokens),
-                       "run_dir": out / "threads", "engine": "threads", "max_workers": options.threads_workers}
+                       "run_dir": out / "threads", "settings": settings("threads", options.threads_workers)}
         row, _ = measure(f"threads ({options.threads_workers}w x {options.cores} LM threads)", threads_run)
         rows.append(row)
         resume_row, resumed = measure("resume finished (threads)", threads_run)
@@ -149,7 +152,7 @@ def main() -> None:
         report["ray_start_seconds"] = round(time.perf_counter() - started, 2)
         try:
             ray_run = {**common, **lm_configs(options.model, 1, options.proposer_max_tokens), "run_dir": out / "ray",
-                       "engine": "ray", "max_workers": options.cores}
+                       "settings": settings("ray", options.cores)}
             row, _ = measure(f"ray ({options.cores}w x 1 LM thread)", ray_run)
             rows.append(row)
         finally:

@@ -10,15 +10,18 @@ resumable and crash-safe, and then adds:
     plot.png           accuracy per user and method, with the mean and its 95% CI
     users/<id>/program.json   the user's personalized program (PersonalizedProgram.load); result.json, details.json
 
-Re-running with the same settings and output directory skips users that are already done.
+Re-running with the same settings and output directory skips users that are already done. This module is also the
+`fermi-dspy run` command (`summary`, `add_arguments`, `main`; declared as an entry point in pyproject.toml).
 """
 
+import argparse
 import csv
 import dataclasses
 import logging
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +31,7 @@ from typing import Any
 import dspy
 
 from fermi_dspy import PersonalizedProgram
+from fermi_dspy.programs import OpinionQA
 from fermi_dspy.runs import (
     FermiJob,
     JobContext,
@@ -39,9 +43,8 @@ from fermi_dspy.runs import (
     prepare_users,
     run_user_jobs,
 )
-from fermi_dspy.runs.layout import to_json, write_atomic
+from fermi_dspy.runs.cli import add_lm_arguments, lm_configs
 from programs.baselines import profile_in_prompt, zero_shot
-from programs.opinion_qa import OpinionQA
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +99,8 @@ class MainJob(FermiJob):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "name": self.name, "baselines": list(BASELINES)}
 
-    def _calls(self, user: UserData) -> tuple[int, int, int, int]:
-        optimization, scoring, proposals, testing = super()._calls(user)
-        return optimization, scoring, proposals, testing * (1 + len(BASELINES))
+    def _test_calls(self, user: UserData) -> int:
+        return super()._test_calls(user) * (1 + len(BASELINES))
 
     def run(self, user: UserData, context: JobContext) -> JobOutput:
         test = list(user.test)
@@ -279,7 +281,7 @@ def run_main_job(
         "run_status": summary.status,
         "wall_seconds": time.perf_counter() - started,
     }
-    write_atomic(out_dir / "report.json", to_json(report))
+    run_dir.write_json("report.json", report)
     write_csv(out_dir / "results.csv", rows)
     if rows:
         plot(out_dir / "plot.png", rows, overall)
@@ -292,3 +294,60 @@ def load_personalized(out_dir: Path, user_id: str) -> PersonalizedProgram:
     program = PersonalizedProgram(OpinionQA())
     program.load(str(RunDir(out_dir).user_path(user_id) / "program.json"))
     return program
+
+
+# -- the `fermi-dspy run` command -----------------------------------------------------------------------------------
+
+summary = "the main job: personalize a few real users and compare with baselines"
+description = ("Personalize a few real users with Fermi and score it, the plain student and the profile-in-prompt "
+               "student on each user's held-out answers.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of `fermi-dspy run` to `parser`."""
+    defaults = MainJobSettings()
+    parser.add_argument("--data", default=defaults.dataset, help="panelists (default), hwang or global")
+    parser.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
+    parser.add_argument("--users", type=int, default=defaults.users, help="number of users (default %(default)s)")
+    parser.add_argument("--train", type=int, default=None, help=f"few-shot answers per user (default "
+                        f"{defaults.n_train}; {PAPER_SETTINGS['n_train']} with --paper)")
+    parser.add_argument("--test", type=int, default=defaults.n_test, help="held-out answers per user (default "
+                        "%(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--iterations", type=int, default=None, help=f"Fermi's T (default {defaults.num_iterations})")
+    parser.add_argument("--candidates", type=int, default=None, help=f"Fermi's K (default {defaults.num_candidates})")
+    parser.add_argument("--memory", type=int, default=None, help=f"Fermi's L (default {defaults.memory_size})")
+    parser.add_argument("--paper", action="store_true", help="the paper's settings: T=10, K=4, L=5, 20 train answers "
+                        "(16 scored), about 640 task-LM calls per user")
+    parser.add_argument("--threads", type=int, default=defaults.num_threads, help="parallel LM calls (default "
+                        "%(default)s; raise it for hosted APIs)")
+    parser.add_argument("--out", default=None, help="run directory (default runs/main-<time>); re-running into it "
+                        "resumes")
+    add_lm_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run `fermi-dspy run` with parsed arguments; return the exit status (3 if some user failed)."""
+    paper = PAPER_SETTINGS if args.paper else {}
+    defaults = MainJobSettings()
+
+    def pick(value: int | None, key: str) -> int:
+        return value if value is not None else paper.get(key, getattr(defaults, key))
+
+    settings = MainJobSettings(
+        dataset=args.data, data_path=args.data_path, users=args.users, n_train=pick(args.train, "n_train"),
+        n_test=args.test, seed=args.seed, num_iterations=pick(args.iterations, "num_iterations"),
+        num_candidates=pick(args.candidates, "num_candidates"), memory_size=pick(args.memory, "memory_size"),
+        num_threads=args.threads,
+    )
+    task_lm, proposer_lm = lm_configs(args)
+    out = Path(args.out or f"runs/main-{time.strftime('%Y%m%d-%H%M%S')}")
+    report = run_main_job(settings, out, task_lm=task_lm, proposer_lm=proposer_lm)
+    print(report["table"])
+    for failure in report["failures"]:
+        print(f"failed: {failure['user_id']}: {failure['reason']}", file=sys.stderr)
+    lms = report["lms"] or {}
+    print(f"\nRun directory: {out}  (report.json, results.csv, plot.png, users/<id>/program.json)")
+    print(f"Wall time: {report['wall_seconds']:.0f} s; task LM {lms.get('task', {}).get('spec')}, proposer LM "
+          f"{lms.get('proposer', {}).get('spec')}")
+    return 0 if not report["failures"] else 3

@@ -1,10 +1,13 @@
-"""Scripted LMs whose answers depend on the prompt, so that optimization can measurably help (synthetic, not real).
+"""The tests' scripted world: SYNTHETIC topic questions (not real data) and LMs whose answers depend on the prompt,
+so that optimization can measurably help. Every scripted LM of the tests is built from these rules on
+`fermi_dspy.testing` (the run tests' engine, `tests.runs.lms`, adds knobs for crashes, delays and call logs).
 
-Task rule: to "Do you support <topic>?" the task LM answers "Yes" only when its instruction says
-"supports <topic>", otherwise "No".
+Task rule: to "Do you support <topic>?" (optionally tagged with its user, "[u3] Do you support guns?") the task LM
+answers "Yes" only when its instruction says "supports <topic>", otherwise "No".
 Proposer rule: it writes "This person supports a, b." naming every topic it can see in the mis-aligned examples that
 the person answered "Yes" to, plus those the best earlier prompt already names. Without mis-aligned examples (OPRO
-view) it can only rephrase.
+view) it can only rephrase. Each proposal carries a draft mark, from a counter here or from the request's seed in the
+run tests (so that a user's proposals there do not depend on other users).
 """
 
 import itertools
@@ -14,7 +17,7 @@ import dspy
 
 from fermi_dspy.testing import rule_lm
 
-QUESTION = re.compile(r"Do you support (\w+)\?")
+QUESTION = re.compile(r"(?:\[(u\d+)\] )?Do you support (\w+)\?")
 
 
 def topic_examples(topics, supported):
@@ -27,28 +30,28 @@ def topic_examples(topics, supported):
 
 def task_respond(system: str, user: str) -> dict:
     match = QUESTION.search(user)
-    topic = match.group(1) if match else ""
-    return {"answer": "Yes" if re.search(rf"supports\b[^.]*\b{topic}\b", system) else "No"}
+    topic = match.group(2) if match else ""
+    return {"answer": "Yes" if topic and re.search(rf"supports\b[^.]*\b{topic}\b", system) else "No"}
+
+
+def proposal(user: str, draft: object) -> dict:
+    """The proposer rule's reply to a request whose conversation is `user`."""
+    memory = user.split("[[ ## scored_prompts ## ]]", 1)[-1]
+    topics = set()
+    for block in memory.split("\n\n"):
+        match = QUESTION.search(block)
+        if match and "The person's answer: Yes" in block:
+            topics.add(match.group(2))
+    for claim in re.findall(r"This person supports ([\w, ]+)\.", memory):
+        topics.update(t.strip() for t in claim.split(",") if t.strip())
+    if not topics:
+        return {"new_prompt": f"Variation {draft}: answer thoughtfully."}
+    return {"new_prompt": f"This person supports {', '.join(sorted(topics))}. (draft {draft})"}
 
 
 def make_proposer_respond():
     counter = itertools.count()
-
-    def respond(system: str, user: str) -> dict:
-        number = next(counter)
-        memory = user.split("[[ ## scored_prompts ## ]]", 1)[-1]
-        topics = set()
-        for block in memory.split("\n\n"):
-            match = QUESTION.search(block)
-            if match and "The person's answer: Yes" in block:
-                topics.add(match.group(1))
-        for claim in re.findall(r"This person supports ([\w, ]+)\.", memory):
-            topics.update(t.strip() for t in claim.split(",") if t.strip())
-        if not topics:
-            return {"new_prompt": f"Variation {number}: answer thoughtfully."}
-        return {"new_prompt": f"This person supports {', '.join(sorted(topics))}. (draft {number})"}
-
-    return respond
+    return lambda system, user: proposal(user, next(counter))
 
 
 def task_lm(**kwargs):

@@ -4,7 +4,7 @@ import dspy
 import pytest
 
 from fermi_dspy import Fermi
-from programs.opinion_qa import OpinionQA
+from fermi_dspy.programs import OpinionQA
 from tests.scripted import proposer_lm, task_lm, topic_examples
 
 

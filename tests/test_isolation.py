@@ -3,8 +3,8 @@
 import dspy
 
 from fermi_dspy import Fermi, PersonalizedProgram
+from fermi_dspy.programs import OpinionQA
 from fermi_dspy.testing import rule_lm
-from programs.opinion_qa import OpinionQA
 from tests.scripted import make_proposer_respond, task_respond, topic_examples
 
 CANARY = "CANARY-7f3a9c-user-B"

@@ -7,8 +7,8 @@ import pytest
 
 from fermi_dspy import Fermi, PersonalizedProgram
 from fermi_dspy.optimizer import split_examples
+from fermi_dspy.programs import OpinionQA
 from fermi_dspy.testing import rule_lm
-from programs.opinion_qa import OpinionQA
 from tests.scripted import proposer_lm, task_lm, topic_examples
 
 

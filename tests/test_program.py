@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fermi_dspy import PersonalizedProgram, answer_accuracy
-from programs.opinion_qa import OpinionQA
+from fermi_dspy.programs import OpinionQA
 from tests.scripted import topic_examples
 from tests.test_optimizer import fermi
 from tests.test_selection import compile_pets

@@ -6,8 +6,8 @@ import pytest
 
 from fermi_dspy import Fermi, PersonalizedProgram, answer_accuracy
 from fermi_dspy.data import DataNotFoundError, load_users, split_user
+from fermi_dspy.programs import OpinionQA
 from fermi_dspy.testing import rule_lm, shown_options
-from programs.opinion_qa import OpinionQA
 
 
 @pytest.fixture(scope="module")

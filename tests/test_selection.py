@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from fermi_dspy import Fermi, TfidfEmbedder
+from fermi_dspy.programs import OpinionQA
 from fermi_dspy.selection import choose_prompt, query_text
 from fermi_dspy.testing import rule_lm
-from programs.opinion_qa import OpinionQA
 
 PLACES = ["park", "city", "house", "farm", "garden", "street"]
 

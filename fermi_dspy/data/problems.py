@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fermi_dspy.errors import FermiError
+
 MALFORMED_JSON = "malformed_json"
 MALFORMED_LINE = "malformed_line"
 MISSING_FIELD = "missing_field"
@@ -58,7 +60,7 @@ class BadRecord:
         return f"{where}: {self.reason}"
 
 
-class DataError(ValueError):
+class DataError(FermiError, ValueError):
     """A data file has bad records (or cannot be found / read).
 
     Attributes:

@@ -1,10 +1,10 @@
 """Many-user runs: personalize thousands of users into a resumable run directory, within budgets, on threads or Ray.
 
 ```python
-from fermi_dspy.runs import personalize_users
+from fermi_dspy.runs import RunSettings, personalize_users
 
 summary = personalize_users("hwang", run_dir="runs/hwang", task_lm="local", fermi={"num_iterations": 3},
-                            max_calls_per_user=200, max_workers=2)
+                            settings=RunSettings(max_calls_per_user=200, max_workers=2))
 ```
 
 Command line: `fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run` (or `python -m fermi_dspy.runs`).

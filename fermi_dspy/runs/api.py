@@ -9,10 +9,10 @@ import dspy
 from fermi_dspy.runs.estimate import RunEstimate
 from fermi_dspy.runs.fermi_job import FermiJob
 from fermi_dspy.runs.inputs import UsersInput, prepare_users
-from fermi_dspy.runs.jobs import UserJob
+from fermi_dspy.runs.jobs import UserData, UserJob
 from fermi_dspy.runs.lms import LMConfig
 from fermi_dspy.runs.runner import estimate_user_jobs, run_user_jobs
-from fermi_dspy.runs.settings import BadRecordPolicy, RunSettings
+from fermi_dspy.runs.settings import DataSource, RunSettings
 from fermi_dspy.runs.summary import RunSummary
 
 Student = dspy.Module | str | Callable[[], dspy.Module] | None
@@ -31,22 +31,7 @@ def personalize_users(
     job: UserJob | None = None,
     task_lm: str | LMConfig | None = None,
     proposer_lm: str | LMConfig | None = None,
-    seed: int = 0,
-    engine: str = "threads",
-    max_workers: int | None = None,
-    num_threads: int = 1,
-    max_calls_per_user: int | None = None,
-    max_calls_per_run: int | None = None,
-    max_cost_per_user: float | None = None,
-    max_cost_per_run: float | None = None,
-    on_bad_record: BadRecordPolicy = "raise",
-    resume: bool = True,
-    rebuild_manifest: bool = False,
-    retry_failed: bool = True,
-    user_retries: int = 0,
-    display_progress: bool = True,
-    ray_address: str | None = None,
-    ray_cpus_per_user: float = 1.0,
+    settings: RunSettings | None = None,
 ) -> RunSummary:
     """Personalize every user with Fermi into `run_dir`; calling it again with the same arguments resumes.
 
@@ -67,38 +52,21 @@ def personalize_users(
         limit: Only the first `limit` users.
         n_train: Train examples per user (or a fraction of the user's examples).
         n_test: Test examples per user (None: all the rest; 0: no evaluation).
-        student: The program to personalize (default `programs.opinion_qa:OpinionQA`).
+        student: The program to personalize (default `fermi_dspy.programs:OpinionQA`).
         fermi: `Fermi` arguments, e.g. {"num_iterations": 3, "num_candidates": 3, "retrieval_fields": ["question"]}.
         job: A custom per-user job instead of Fermi (then `student` and `fermi` are not used).
         task_lm: Task LM: a spec ("local", "local:<model>", "openai/gpt-4o-mini", "factory:<module>:<function>") or
             an `LMConfig` (with api_base, api_key_env, num_retries, timeout, ...). None: `$FERMI_LM` or "local".
         proposer_lm: Proposer LM, same forms. None: `$FERMI_PROPOSER_LM`, else the task LM.
-        seed: Seeds the splits and Fermi.
-        engine: "threads" (default) or "ray".
-        max_workers: Users at once (threads default 1; Ray default: the cluster's CPUs).
-        num_threads: Parallel LM calls within a user.
-        max_calls_per_user: Cap on each user's LM calls (compile + test, all attempts).
-        max_calls_per_run: Cap on the run's LM calls, split into per-user allotments in user order.
-        max_cost_per_user: USD cap per user (only where DSPy reports cost: hosted LiteLLM models).
-        max_cost_per_run: USD cap on the run (likewise).
-        on_bad_record: "raise" refuses to start on bad records (every one is written to
-            `run_dir`/input_problems.json); "skip" leaves them out and lists them. A null answer (no recorded choice)
-            is not a bad record: it is left out with a warning.
-        resume: Continue a run already in `run_dir` (False refuses a directory that holds a run).
-        rebuild_manifest: Write a new manifest when manifest.json is missing or unreadable but users/ holds records,
-            if every record was computed under the settings given now (else the resume is refused).
-        retry_failed: On resume, run users whose last attempt failed again.
-        user_retries: Extra attempts in this invocation for a failed user.
-        display_progress: Show a progress bar over users.
-        ray_address: Ray cluster address (default: Ray's usual discovery, or a new local instance).
-        ray_cpus_per_user: CPUs Ray reserves per user.
+        settings: Seed (of the splits and Fermi), engine, parallelism, per-user and per-run budgets, the policy for bad
+            records, resume and retries (see `RunSettings`; default `RunSettings()`).
 
     Returns:
         The run's summary (also written to summary.json).
 
     Raises:
-        DataError: Bad records and `on_bad_record="raise"` (nothing is started), or no user to run (e.g. an empty
-            data file).
+        DataError: Bad records and `on_bad_record="raise"` (nothing is started; every bad record is written to
+            `run_dir`/input_problems.json), or no user to run (e.g. an empty data file).
         ManifestMismatchError: `run_dir` holds a run with other settings, data or LMs, results computed under other
             settings, or user records under a missing or unreadable manifest.
         RunLockedError: Another process is running in `run_dir`.
@@ -106,24 +74,16 @@ def personalize_users(
 
     Example:
         ```python
-        from fermi_dspy.runs import personalize_users
+        from fermi_dspy.runs import RunSettings, personalize_users
 
         summary = personalize_users("hwang", run_dir="runs/hwang", limit=100, task_lm="openai/gpt-4o-mini",
-                                    fermi={"num_iterations": 3}, max_calls_per_run=20_000, max_workers=8)
+                                    fermi={"num_iterations": 3},
+                                    settings=RunSettings(max_calls_per_run=20_000, max_workers=8))
         print(summary.format())
         ```
     """
-    settings = RunSettings(
-        seed=seed, engine=engine, max_workers=max_workers, num_threads=num_threads,
-        max_calls_per_user=max_calls_per_user, max_calls_per_run=max_calls_per_run,
-        max_cost_per_user=max_cost_per_user, max_cost_per_run=max_cost_per_run, on_bad_record=on_bad_record,
-        resume=resume, rebuild_manifest=rebuild_manifest, retry_failed=retry_failed, user_retries=user_retries,
-        display_progress=display_progress,
-        ray_address=ray_address, ray_cpus_per_user=ray_cpus_per_user,
-    )
-    job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))
-    prepared, source = prepare_users(users, data_path=data_path, on_bad_record=on_bad_record, limit=limit,
-                                     n_train=n_train, n_test=n_test, seed=seed)
+    settings = settings or RunSettings()
+    prepared, source, job = _prepare(users, data_path, limit, n_train, n_test, student, fermi, job, settings)
     return run_user_jobs(prepared, job, run_dir=run_dir, task_lm=task_lm, proposer_lm=proposer_lm,
                          settings=settings, source=source)
 
@@ -141,31 +101,24 @@ def estimate_users(
     job: UserJob | None = None,
     task_lm: str | LMConfig | None = None,
     proposer_lm: str | LMConfig | None = None,
-    seed: int = 0,
-    max_workers: int | None = None,
-    num_threads: int = 1,
-    max_calls_per_user: int | None = None,
-    max_calls_per_run: int | None = None,
-    max_cost_per_user: float | None = None,
-    max_cost_per_run: float | None = None,
-    on_bad_record: BadRecordPolicy = "raise",
-    retry_failed: bool = True,
-    rebuild_manifest: bool = False,
+    settings: RunSettings | None = None,
 ) -> RunEstimate:
     """The dry run of `personalize_users`: expected LM calls, tokens and USD, with no LM call and nothing written.
 
-    Takes the same arguments as `personalize_users` (those about execution only are left out). If `run_dir` holds
-    this run, its finished users are left out, as a resume would skip them. The returned estimate lists every bad
-    record and every null answer left out (`RunEstimate.bad_records`, `.excluded`).
+    Takes the same arguments as `personalize_users`. If `run_dir` holds this run, its finished users are left out,
+    as a resume would skip them. The returned estimate lists every bad record and every null answer left out
+    (`RunEstimate.bad_records`, `.excluded`).
     """
-    settings = RunSettings(
-        seed=seed, max_workers=max_workers, num_threads=num_threads, max_calls_per_user=max_calls_per_user,
-        max_calls_per_run=max_calls_per_run, max_cost_per_user=max_cost_per_user, max_cost_per_run=max_cost_per_run,
-        on_bad_record=on_bad_record, retry_failed=retry_failed, rebuild_manifest=rebuild_manifest,
-        display_progress=False,
-    )
-    job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))
-    prepared, source = prepare_users(users, data_path=data_path, on_bad_record=on_bad_record, limit=limit,
-                                     n_train=n_train, n_test=n_test, seed=seed)
+    settings = settings or RunSettings()
+    prepared, source, job = _prepare(users, data_path, limit, n_train, n_test, student, fermi, job, settings)
     return estimate_user_jobs(prepared, job, run_dir=run_dir, task_lm=task_lm, proposer_lm=proposer_lm,
                               settings=settings, source=source)
+
+
+def _prepare(users: UsersInput, data_path: str | Path | None, limit: int | None, n_train: int | float,
+             n_test: int | None, student: Student, fermi: Mapping[str, Any] | None, job: UserJob | None,
+             settings: RunSettings) -> tuple[list[UserData], DataSource, UserJob]:
+    job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))
+    prepared, source = prepare_users(users, data_path=data_path, on_bad_record=settings.on_bad_record, limit=limit,
+                                     n_train=n_train, n_test=n_test, seed=settings.seed)
+    return prepared, source, job

@@ -23,8 +23,13 @@ from collections.abc import Iterator
 from typing import Any
 
 from fermi_dspy.runs.lms import LMConfig
+from fermi_dspy.runs.settings import RunSettings
 
 EXIT_OK, EXIT_REFUSED, EXIT_INCOMPLETE, EXIT_INTERRUPTED = 0, 1, 3, 130
+#: This module is the `personalize` command of `fermi-dspy` (a `fermi_dspy.cli.Command`).
+summary = "personalize many users into a resumable run directory"
+description = ("Personalize many users with Fermi into a resumable, budgeted run directory (re-run the same command "
+               "to resume).")
 PAPER = {"iterations": 10, "candidates": 4, "memory": 5, "train": 20}
 DEFAULTS = {"iterations": 3, "candidates": 3, "memory": 5, "train": 10}
 
@@ -47,24 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fermi.add_argument("--memory", type=int, default=None, help=f"L (default {DEFAULTS['memory']})")
     fermi.add_argument("--paper", action="store_true", help="the paper's settings: T=10, K=4, L=5, 20 train answers")
     fermi.add_argument("--student", default=None, help="module:attribute of the program to personalize "
-                       "(default programs.opinion_qa:OpinionQA)")
+                       "(default fermi_dspy.programs:OpinionQA)")
     fermi.add_argument("--seed", type=int, default=0)
 
-    lms = parser.add_argument_group("language models")
-    lms.add_argument("--lm", default=None, help="task LM: 'local' (default), 'local:<model>', a .gguf path, a "
-                     "DSPy/LiteLLM model such as openai/gpt-4o-mini, or factory:<module>:<function> (env FERMI_LM)")
-    lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (default: the task LM)")
-    lms.add_argument("--local-model", default=None, help="the embedded model 'local' means")
-    lms.add_argument("--local-threads", type=int, default=None, help="CPU threads of each local in-process engine")
-    lms.add_argument("--route", choices=["inprocess", "server"], default="inprocess")
-    lms.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
-    lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never "
-                     "written anywhere)")
-    lms.add_argument("--num-retries", type=int, default=None, help="retries of an LM call after a timeout, "
-                     "connection error, 429 or 5xx, with exponential backoff (default: 5 for --api-base servers, "
-                     "else DSPy's)")
-    lms.add_argument("--timeout", type=float, default=None, help="seconds per HTTP request")
-    lms.add_argument("--no-cache", action="store_true", help="turn DSPy's response cache off")
+    add_lm_arguments(parser)
 
     run = parser.add_argument_group("run")
     run.add_argument("--run-dir", required=True, help="the run directory; re-running the same command resumes")
@@ -92,10 +83,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--max-cost", type=float, default=None, help="USD cap on the run (hosted models)")
 
 
-def _lm(args: argparse.Namespace, spec: str | None) -> LMConfig:
-    return LMConfig(spec=spec, api_base=args.api_base, api_key_env=args.api_key_env, local_model=args.local_model,
-                    route=args.route, local_threads=args.local_threads, cache=not args.no_cache,
-                    num_retries=args.num_retries, timeout=args.timeout)
+def add_lm_arguments(parser: argparse.ArgumentParser, *, default_lm: str = "local") -> argparse._ArgumentGroup:
+    """Add the LM options every fermi-dspy command takes (personalize, run, bench) to `parser`.
+
+    Args:
+        parser: The command's parser.
+        default_lm: What the task LM is when neither --lm nor $FERMI_LM says (for the help text).
+
+    Returns:
+        The argument group, for a command to add its own LM options to.
+    """
+    lms = parser.add_argument_group("language models")
+    lms.add_argument("--lm", default=None, help=f"task LM: 'local', 'local:<model>', a .gguf path, a DSPy/LiteLLM "
+                     "model such as openai/gpt-4o-mini, or factory:<module>:<function> (env FERMI_LM; default "
+                     f"{default_lm})")
+    lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (env FERMI_PROPOSER_LM; default: "
+                     "the task LM)")
+    lms.add_argument("--local-model", default=None, help="the embedded model or .gguf file 'local' means (env "
+                     "FERMI_LOCAL_MODEL; default qwen2.5-coder-0.5b)")
+    lms.add_argument("--local-threads", type=int, default=None, help="CPU threads of each local in-process engine")
+    lms.add_argument("--route", choices=["inprocess", "server"], default="inprocess", help="run a local model in "
+                     "this process (default) or behind a local OpenAI-compatible server")
+    lms.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server (vLLM, Ollama, "
+                     "llama.cpp), e.g. http://127.0.0.1:8000/v1")
+    lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (default: the "
+                     "provider's own, e.g. OPENAI_API_KEY); the key is never written anywhere")
+    lms.add_argument("--num-retries", type=int, default=None, help="retries of an LM call after a timeout, "
+                     "connection error, 429 or 5xx, with exponential backoff (default: 5 for --api-base servers, "
+                     "else DSPy's)")
+    lms.add_argument("--timeout", type=float, default=None, help="seconds per HTTP request")
+    lms.add_argument("--no-cache", action="store_true", help="turn DSPy's response cache off")
+    return lms
+
+
+def lm_config(args: argparse.Namespace, spec: str | None, **overrides: Any) -> LMConfig:
+    """One role's `LMConfig` from the options of `add_lm_arguments`; `overrides` win (e.g. max_tokens=96)."""
+    return LMConfig(**{"spec": spec, "api_base": args.api_base, "api_key_env": args.api_key_env,
+                       "local_model": args.local_model, "route": args.route, "local_threads": args.local_threads,
+                       "cache": not args.no_cache, "num_retries": args.num_retries, "timeout": args.timeout,
+                       **overrides})
+
+
+def lm_configs(args: argparse.Namespace) -> tuple[LMConfig, LMConfig | None]:
+    """(task LM, proposer LM or None for "as the task LM") from the options of `add_lm_arguments`."""
+    return lm_config(args, args.lm), lm_config(args, args.proposer_lm) if args.proposer_lm else None
 
 
 def _common(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,7 +136,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, name)
         return value if value is not None else paper.get(name, DEFAULTS[name])
 
-    task = _lm(args, args.lm)
+    task, proposer = lm_configs(args)
     return {
         "data_path": args.data_path,
         "limit": args.users,
@@ -115,18 +146,18 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
         "fermi": {"num_iterations": pick("iterations"), "num_candidates": pick("candidates"),
                   "memory_size": pick("memory"), "retrieval_fields": ["question"]},
         "task_lm": task,
-        "proposer_lm": _lm(args, args.proposer_lm) if args.proposer_lm else None,
-        "seed": args.seed,
-        "max_workers": args.workers,
-        "num_threads": args.threads,
-        "max_calls_per_user": args.max_calls_per_user,
-        "max_calls_per_run": args.max_calls,
-        "max_cost_per_user": args.max_cost_per_user,
-        "max_cost_per_run": args.max_cost,
-        "on_bad_record": args.on_bad_record,
-        "retry_failed": not args.no_retry_failed,
-        "rebuild_manifest": getattr(args, "rebuild_manifest", False),
+        "proposer_lm": proposer,
     }
+
+
+def _settings(args: argparse.Namespace) -> RunSettings:
+    return RunSettings(
+        seed=args.seed, engine=args.engine, max_workers=args.workers, num_threads=args.threads,
+        max_calls_per_user=args.max_calls_per_user, max_calls_per_run=args.max_calls,
+        max_cost_per_user=args.max_cost_per_user, max_cost_per_run=args.max_cost, on_bad_record=args.on_bad_record,
+        rebuild_manifest=args.rebuild_manifest, retry_failed=not args.no_retry_failed, user_retries=args.user_retries,
+        display_progress=not args.no_progress, ray_address=args.ray_address, ray_cpus_per_user=args.ray_cpus_per_user,
+    )
 
 
 def _configure_logging(level: str) -> None:
@@ -174,16 +205,13 @@ def _main(args: argparse.Namespace) -> int:
     from fermi_dspy.runs.errors import RunError
 
     try:
-        common = _common(args)
+        common, settings = _common(args), _settings(args)
         if args.dry_run:
-            estimate = estimate_users(args.data, run_dir=args.run_dir, **common)
+            estimate = estimate_users(args.data, run_dir=args.run_dir, settings=settings, **common)
             print(f"Dry run (nothing spent) for {args.run_dir}:\n{estimate.format()}")
             return EXIT_OK
         with _stop_on_sigterm(), logging_redirect_tqdm():
-            summary = personalize_users(
-                args.data, run_dir=args.run_dir, engine=args.engine, user_retries=args.user_retries,
-                display_progress=not args.no_progress, ray_address=args.ray_address,
-                ray_cpus_per_user=args.ray_cpus_per_user, **common)
+            summary = personalize_users(args.data, run_dir=args.run_dir, settings=settings, **common)
     except KeyboardInterrupt:
         print("\ninterrupted; finished users are saved: re-run the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -207,10 +235,9 @@ def _main(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m fermi_dspy.runs` (the same options as `fermi-dspy personalize`)."""
-    parser = argparse.ArgumentParser(prog="python -m fermi_dspy.runs",
-                                     description="Personalize many users with Fermi into a resumable run directory.")
+    parser = argparse.ArgumentParser(prog="python -m fermi_dspy.runs", description=description)
     add_arguments(parser)
     return parser
 
 
-__all__ = ["add_arguments", "build_parser", "main"]
+__all__ = ["add_arguments", "add_lm_arguments", "build_parser", "lm_config", "lm_configs", "main"]

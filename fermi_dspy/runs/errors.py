@@ -1,7 +1,9 @@
 """Errors of many-user runs, and the two control-flow signals that stop one user's work or the whole run."""
 
+from fermi_dspy.errors import FermiError
 
-class RunError(RuntimeError):
+
+class RunError(FermiError, RuntimeError):
     """A many-user run cannot start or go on (the message says why and what to do)."""
 
 

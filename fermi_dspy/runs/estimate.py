@@ -4,7 +4,6 @@ Tokens are estimated as characters / 4 of the requests DSPy's ChatAdapter would 
 questions, profile and demonstrations), since no tokenizer is needed for that and it is close for English text.
 """
 
-import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,13 +15,6 @@ from fermi_dspy.data import BadRecord
 from fermi_dspy.data.problems import NULL_ANSWER, format_problems
 from fermi_dspy.runs.jobs import WorkEstimate
 from fermi_dspy.runs.lms import LMConfig
-
-CHARS_PER_TOKEN = 4
-
-
-def tokens_of(chars: int) -> int:
-    """Estimated tokens of `chars` characters of English text."""
-    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def request_chars(signature: type[dspy.Signature], inputs: Mapping[str, Any]) -> int:

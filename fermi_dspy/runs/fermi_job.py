@@ -13,14 +13,14 @@ from typing import Any
 import dspy
 
 from fermi_dspy import progress
-from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, with_budget
+from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, tokens_of, with_budget
 from fermi_dspy.metrics import answer_accuracy, call_metric, normalize_metric_output
-from fermi_dspy.optimizer import Fermi, render_task, split_examples
+from fermi_dspy.optimizer import CallPlan, Fermi, render_task, split_examples
 from fermi_dspy.parallel import parallel_map
 from fermi_dspy.profile import initial_prompt, render_profile
 from fermi_dspy.program import PersonalizedProgram
 from fermi_dspy.proposal import render_demonstrations
-from fermi_dspy.runs.estimate import reply_chars, request_chars, tokens_of
+from fermi_dspy.runs.estimate import reply_chars, request_chars
 from fermi_dspy.runs.jobs import JobContext, JobOutput, UserData, UserJob, WorkEstimate, describe_object
 from fermi_dspy.scoring import render_output
 from fermi_dspy.signatures import ProposePersonalizedPrompt, ProposePromptFromScores
@@ -78,7 +78,7 @@ class FermiJob(UserJob):
 
     Args:
         student: The program to personalize: a `dspy.Module`, a zero-argument factory, or "module:attribute"
-            (default `programs.opinion_qa:OpinionQA`).
+            (default `fermi_dspy.programs:OpinionQA`).
         fermi: `Fermi` arguments (num_iterations, num_candidates, memory_size, retrieval_fields, metric, ...). The LMs,
             call and cost caps, seed, threads and progress are set by the run.
         evaluate: Score the personalized program on each user's test examples.
@@ -168,31 +168,23 @@ class FermiJob(UserJob):
         }
         return request_chars(signature, {k: fields[k] for k in signature.input_fields})
 
-    def _calls(self, user: UserData) -> tuple[int, int, int, int]:
-        """(optimization examples, scoring calls, proposals, test calls) at most, assuming one LM call per
-        personalized predictor per example."""
-        o = self.optimizer
-        n = len(user.train)
-        n_demo = round(n * o.demo_fraction)
-        if o.demo_fraction > 0 and n >= 2:
-            n_demo = max(1, n_demo)
-        n_optimization = n - min(n_demo, n - 1)  # as `split_examples` does
-        predictors = len(self._base_instructions)
-        scoring = o.num_iterations * o.num_candidates * n_optimization * predictors
-        proposals = max(0, o.num_iterations * o.num_candidates - 1)
-        testing = (len(user.test) if self.evaluate else 0) * predictors
-        return n_optimization * predictors, scoring, proposals, testing
+    def _plan(self, user: UserData) -> CallPlan:
+        """The compile's calls at most (`Fermi.call_plan`), one LM call per personalized predictor per example."""
+        return self.optimizer.call_plan(len(user.train), predictors=len(self._base_instructions))
+
+    def _test_calls(self, user: UserData) -> int:
+        return (len(user.test) if self.evaluate else 0) * len(self._base_instructions)
 
     def call_bounds(self, user: UserData, *, seed: int = 0) -> tuple[int, int]:
-        first_candidate, scoring, proposals, testing = self._calls(user)
-        return first_candidate + testing, scoring + proposals + testing
+        plan, testing = self._plan(user), self._test_calls(user)
+        return plan.first_candidate_calls + testing, plan.calls + testing
 
     def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
         o = self.optimizer
         train, test = list(user.train), list(user.test) if self.evaluate else []
         optimization, demonstrations = split_examples(train, o.demo_fraction, random.Random(seed))
-        first_candidate, scoring, proposals, testing = self._calls(user)
-        task_calls = scoring + testing
+        plan, testing = self._plan(user), self._test_calls(user)
+        task_calls, proposals = plan.task_calls + testing, plan.proposer_calls
 
         typical_prompt = initial_prompt(user.profile) or "x" * _TYPICAL_PROPOSAL_CHARS
         request, reply, _ = self._task_chars(typical_prompt, optimization + test)
@@ -203,7 +195,7 @@ class FermiJob(UserJob):
         proposal_max = reply_chars({"new_prompt": "x" * o.max_prompt_chars})
         return WorkEstimate(
             calls_max=task_calls + proposals,
-            min_calls=first_candidate + testing,
+            min_calls=plan.first_candidate_calls + testing,
             task_calls=task_calls,
             proposer_calls=proposals,
             prompt_tokens=task_calls * tokens_of(request) + proposals * tokens_of(proposer),
@@ -219,8 +211,8 @@ class FermiJob(UserJob):
         compile_calls = None if context.max_calls is None else context.max_calls - len(test)
         compile_cost = context.max_cost
         if compile_cost is not None and test:  # keep the test's share of the USD allotment for the test
-            _, scoring, proposals, testing = self._calls(user)
-            compile_cost *= (scoring + proposals) / (scoring + proposals + testing)
+            plan = self._plan(user)
+            compile_cost *= plan.calls / (plan.calls + self._test_calls(user))
         optimizer = Fermi(
             **self.fermi, prompt_model=context.proposer_lm, task_model=context.task_lm, max_lm_calls=compile_calls,
             max_cost=compile_cost, seed=context.seed, num_threads=context.num_threads, display_progress=False,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from fermi_dspy.data import BadRecord, LoadedUsers, UserRecord, load_users, split_user
 from fermi_dspy.data.problems import NO_VALID_ANSWERS, TOO_FEW_EXAMPLES
+from fermi_dspy.files import sha256_file
 from fermi_dspy.runs.jobs import UserData
-from fermi_dspy.runs.layout import sha256_file
 from fermi_dspy.runs.settings import BadRecordPolicy, DataSource
 
 UsersInput = str | LoadedUsers | Sequence[UserRecord] | Sequence[UserData]

@@ -102,6 +102,7 @@ class JobContext:
         seed: The run's seed.
         num_threads: Parallel LM calls within this user.
         usage: Returns the user's LM usage so far (every call through the two LMs and their copies).
+        previous: The result of the user's earlier finished attempt, when the job asked to run it again (`redo`).
     """
 
     task_lm: dspy.BaseLM
@@ -111,6 +112,7 @@ class JobContext:
     seed: int
     num_threads: int
     usage: Callable[[], LMUsage]
+    previous: dict[str, Any] | None = None
 
 
 @dataclass
@@ -157,6 +159,13 @@ class UserJob(abc.ABC):
         """
         estimate = self.estimate(user, seed=seed)
         return estimate.min_calls, estimate.calls_max
+
+    def redo(self, result: Mapping[str, Any]) -> bool:
+        """Whether a user finished in an earlier invocation is to be run again, given its `result` (what `run`
+        returned then): e.g. a benchmark asked for methods that user was not run with. The attempt then finds that
+        result in `context.previous`, and the files it returns are written over the user's earlier ones (those it
+        does not return stay). What the earlier attempts spent stays charged. Default: never."""
+        return False
 
     @abc.abstractmethod
     def run(self, user: UserData, context: JobContext) -> JobOutput:

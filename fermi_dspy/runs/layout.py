@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from fermi_dspy.files import to_json, write_atomic
 from fermi_dspy.runs.errors import RunLockedError
 from fermi_dspy.runs.ledger import LEDGER, LedgerTotals, end_cut_line, read_ledger
 from fermi_dspy.runs.redact import redact
@@ -60,32 +61,6 @@ def user_dir_name(user_id: str) -> str:
         return user_id
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", user_id).strip("-.")[:60] or "user"
     return f"{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:12]}"
-
-
-def to_json(data: Any) -> str:
-    """Pretty, stable JSON text."""
-    return json.dumps(data, indent=2, sort_keys=False, default=str, ensure_ascii=False) + "\n"
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_atomic(path: Path, text: str, *, durable: bool = True) -> None:
-    """Write `text` (secrets removed) to a temporary file beside `path`, fsync it, and rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(redact(text))
-        handle.flush()
-        if durable:
-            os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> Any | None:
@@ -194,9 +169,13 @@ class RunDir:
                     out[folder.name] = held
         return out
 
+    def write_text(self, name: str, text: str) -> None:
+        """Write a top-level file atomically, secrets removed (e.g. a report the job's caller renders)."""
+        write_atomic(self.path / name, redact(text))
+
     def write_json(self, name: str, data: Any) -> None:
-        """Write a top-level JSON file atomically."""
-        write_atomic(self.path / name, to_json(data))
+        """Write a top-level JSON file atomically, secrets removed."""
+        self.write_text(name, to_json(data))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -261,14 +240,14 @@ class RunDir:
         for name, text in files.items():
             if name in _RESERVED_FILES or Path(name).name != name or name.startswith("."):
                 raise ValueError(f"a job may not write a file named {name!r}")
-            write_atomic(folder / name, text, durable=False)
-        write_atomic(folder / RESULT, to_json(result))
+            write_atomic(folder / name, redact(text), durable=False)
+        write_atomic(folder / RESULT, redact(to_json(result)))
         (folder / FAILURE).unlink(missing_ok=True)
         self._fsync_dir(folder)
 
     def record_failure(self, user_id: str, failure: dict[str, Any]) -> None:
         """Write (replace) a user's failure.json."""
-        write_atomic(self.user_path(user_id) / FAILURE, to_json(failure))
+        write_atomic(self.user_path(user_id) / FAILURE, redact(to_json(failure)))
 
     @staticmethod
     def _fsync_dir(folder: Path) -> None:

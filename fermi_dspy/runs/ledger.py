@@ -6,6 +6,7 @@ append-only, one JSON object per line:
 
     {"attempt": 2, "event": "start", "run_fingerprint": "...", "max_calls": 12}   the driver, before the attempt
     {"attempt": 2, "event": "call"}                                               the worker, before each LM call
+                                                                                  ("requests": k for a call with n=k)
     {"attempt": 2, "event": "reply", "prompt_tokens": 812, "completion_tokens": 9, "cost": null, "cache_hit": false}
     {"attempt": 2, "event": "failed"}                                             a call that raised
     {"attempt": 2, "event": "end", "status": "done", "usage": {...}}              the driver, when the attempt reported
@@ -24,14 +25,15 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from fermi_dspy.accounting import LMUsage
 
 logger = logging.getLogger(__name__)
 
 LEDGER = "calls.jsonl"
-_TOKENS = ("prompt_tokens", "completion_tokens")
 
 
 def end_cut_line(path: Path) -> None:
@@ -92,9 +94,9 @@ class CallLedger:
             self._handle.write(line)
             self._handle.flush()
 
-    def call(self) -> None:
-        """Charge one LM call (before it is sent)."""
-        self._write({"event": "call"})
+    def call(self, requests: int = 1) -> None:
+        """Charge one LM call of `requests` engine requests (before it is sent)."""
+        self._write({"event": "call"} if requests == 1 else {"event": "call", "requests": requests})
 
     def reply(self, prompt_tokens: int, completion_tokens: int, cost: float | None, cache_hit: bool) -> None:
         """Record a reply's usage."""
@@ -112,18 +114,15 @@ class CallLedger:
 
 @dataclass
 class AttemptTotals:
-    """What one attempt spent, as far as the ledger knows."""
+    """What one attempt spent, as far as the ledger knows: its "end" line, else its own call and reply lines."""
 
-    calls: int = 0
-    failed_calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = None
-    cache_hits: int = 0
-    cached_prompt_tokens: int = 0
-    cached_completion_tokens: int = 0
+    usage: LMUsage = field(default_factory=LMUsage)
     ended: bool = False
     fingerprint: str | None = None
+
+    @property
+    def calls(self) -> int:
+        return self.usage.calls
 
 
 @dataclass
@@ -146,15 +145,17 @@ class LedgerTotals:
     def fingerprints(self) -> set[str]:
         return {a.fingerprint for a in self.attempts.values() if a.fingerprint}
 
-    def usage(self, *, before: int | None = None) -> dict[str, Any]:
-        """Summed usage of the attempts (those numbered below `before`, if given), as a usage dict."""
-        chosen = [a for n, a in self.attempts.items() if before is None or n < before]
-        costs = [a.cost for a in chosen if a.cost is not None]
-        out = {name: sum(getattr(a, name) for a in chosen) for name in
-               ("calls", "failed_calls", *_TOKENS, "cache_hits", "cached_prompt_tokens", "cached_completion_tokens")}
-        out["cost"] = sum(costs) if costs else None
-        out["total_tokens"] = out["prompt_tokens"] + out["completion_tokens"]
-        return out
+    def usage(self, *, before: int | None = None) -> LMUsage:
+        """Summed usage of the attempts (those numbered below `before`, if given)."""
+        return sum((a.usage for n, a in self.attempts.items() if before is None or n < before), LMUsage())
+
+
+def _reply(record: dict[str, Any]) -> LMUsage:
+    prompt, completion = int(record.get("prompt_tokens") or 0), int(record.get("completion_tokens") or 0)
+    if record.get("cache_hit"):
+        return LMUsage(cache_hits=1, cached_prompt_tokens=prompt, cached_completion_tokens=completion)
+    cost = record.get("cost")
+    return LMUsage(prompt_tokens=prompt, completion_tokens=completion, cost=None if cost is None else float(cost))
 
 
 def read_ledger(path: Path) -> LedgerTotals:
@@ -164,9 +165,7 @@ def read_ledger(path: Path) -> LedgerTotals:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
         return totals
-    calls: dict[int, int] = {}
-    failed: dict[int, int] = {}
-    replies: dict[int, AttemptTotals] = {}
+    own: dict[int, LMUsage] = {}  # per attempt, what its call, failed and reply lines add up to
     for line in lines:
         if not line.strip():
             continue
@@ -178,46 +177,22 @@ def read_ledger(path: Path) -> LedgerTotals:
             totals.unreadable += 1
             continue
         current = totals.attempts.setdefault(attempt, AttemptTotals())
+        counted = own.get(attempt, LMUsage())
         if event == "call":
-            calls[attempt] = calls.get(attempt, 0) + 1
+            own[attempt] = counted + LMUsage(calls=int(record.get("requests") or 1))
         elif event == "failed":
-            failed[attempt] = failed.get(attempt, 0) + 1
+            own[attempt] = counted + LMUsage(failed_calls=1)
         elif event == "reply":
-            reply = replies.setdefault(attempt, AttemptTotals())
-            _add_reply(reply, record)
+            own[attempt] = counted + _reply(record)
         elif event == "start":
             current.fingerprint = record.get("run_fingerprint")
         elif event == "end":
-            _set_end(current, record.get("usage") or {})
+            current.ended, current.usage = True, LMUsage.from_dict(record.get("usage"))
     for attempt, current in totals.attempts.items():
-        counted = calls.get(attempt, 0)
-        if current.ended:
-            current.calls = max(current.calls, counted)
-            current.failed_calls = max(current.failed_calls, failed.get(attempt, 0))
-            continue
-        current.calls, current.failed_calls = counted, failed.get(attempt, 0)
-        reply = replies.get(attempt)
-        if reply is not None:
-            for name in (*_TOKENS, "cost", "cache_hits", "cached_prompt_tokens", "cached_completion_tokens"):
-                setattr(current, name, getattr(reply, name))
+        counted = own.get(attempt, LMUsage())
+        if not current.ended:
+            current.usage = counted
+        else:  # a worker that could not write here leaves the driver's end line as the only record of its calls
+            current.usage = replace(current.usage, calls=max(current.usage.calls, counted.calls),
+                                    failed_calls=max(current.usage.failed_calls, counted.failed_calls))
     return totals
-
-
-def _add_reply(reply: AttemptTotals, record: dict[str, Any]) -> None:
-    prompt, completion = int(record.get("prompt_tokens") or 0), int(record.get("completion_tokens") or 0)
-    if record.get("cache_hit"):
-        reply.cache_hits += 1
-        reply.cached_prompt_tokens += prompt
-        reply.cached_completion_tokens += completion
-    else:
-        reply.prompt_tokens += prompt
-        reply.completion_tokens += completion
-    if record.get("cost") is not None and not record.get("cache_hit"):
-        reply.cost = (reply.cost or 0.0) + float(record["cost"])
-
-
-def _set_end(current: AttemptTotals, usage: dict[str, Any]) -> None:
-    current.ended = True
-    for name in ("calls", "failed_calls", *_TOKENS, "cache_hits", "cached_prompt_tokens", "cached_completion_tokens"):
-        setattr(current, name, int(usage.get(name) or 0))
-    current.cost = float(usage["cost"]) if usage.get("cost") is not None else None

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fermi_dspy.accounting import LMUsage
 from fermi_dspy.runs.budget import call_allotments
 from fermi_dspy.runs.errors import ManifestMismatchError
 from fermi_dspy.runs.estimate import RunEstimate, summarize_estimates, token_price
@@ -17,9 +18,6 @@ from fermi_dspy.runs.manifest import other_settings_error
 from fermi_dspy.runs.settings import RunSettings
 
 logger = logging.getLogger(__name__)
-
-USAGE_KEYS = ("calls", "failed_calls", "prompt_tokens", "completion_tokens", "cache_hits", "cached_prompt_tokens",
-              "cached_completion_tokens")
 
 _ESTIMATE_SAMPLE = 200
 
@@ -38,27 +36,23 @@ class PlannedUser:
     allotment: int | None = None
     ledger: LedgerTotals = field(default_factory=LedgerTotals)
     damaged: str | None = None
+    previous: dict[str, Any] | None = None
 
-    def spent_before(self) -> dict[str, Any]:
+    def spent_before(self) -> LMUsage:
         """What the user's attempts so far spent (the ledger, or failure.json where it says more)."""
-        usage = self.ledger.usage()
         failure = self.failure or {}
-        usage["calls"] = max(usage["calls"], int(failure.get("calls_spent") or 0))
-        usage["failed_calls"] = max(usage["failed_calls"], int(failure.get("failed_calls") or 0))
-        for name in ("prompt_tokens", "completion_tokens"):
-            usage[name] = max(usage[name], int(failure.get(name) or 0))
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        if failure.get("cost_spent") is not None:
-            usage["cost"] = max(usage["cost"] or 0.0, float(failure["cost_spent"]))
-        return usage
+        recorded = LMUsage(int(failure.get("calls_spent") or 0), int(failure.get("failed_calls") or 0),
+                           int(failure.get("prompt_tokens") or 0), int(failure.get("completion_tokens") or 0),
+                           None if failure.get("cost_spent") is None else float(failure["cost_spent"]))
+        return self.ledger.usage().at_least(recorded)
 
     @property
     def calls_spent_before(self) -> int:
-        return int(self.spent_before()["calls"])
+        return self.spent_before().calls
 
     @property
     def cost_spent_before(self) -> float:
-        return float(self.spent_before()["cost"] or 0.0)
+        return self.spent_before().cost or 0.0
 
     @property
     def attempts_before(self) -> int:
@@ -87,18 +81,22 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
             if item.damaged:
                 logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id),
                                item.damaged, user.user_id)
+            if item.result is not None and job.redo(item.result.get("result") or {}):
+                item.previous, item.result = item.result, None  # checked below like a finished user, then run again
             if item.result is None:
                 item.ledger = run_dir.read_ledger(user.user_id)
-        if item.result is not None and item.result.get("input_sha256") != user.fingerprint():
+        finished = item.result or item.previous
+        if finished is not None and finished.get("input_sha256") != user.fingerprint():
             raise ManifestMismatchError(
                 f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
                 f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
             )
-        if item.result is not None and fingerprint is not None and item.result["run_fingerprint"] != fingerprint:
+        if finished is not None and fingerprint is not None and finished["run_fingerprint"] != fingerprint:
             other.append(item)
         planned.append(item)
     if other:
-        raise other_settings_error(run_dir.path, [p.user.user_id for p in other], other[0].result.get("run_identity"),
+        first = other[0].result or other[0].previous or {}
+        raise other_settings_error(run_dir.path, [p.user.user_id for p in other], first.get("run_identity"),
                                    identity or {}, run_dir.users_path)
     fixed, spent = {}, {}
     for item in planned:
@@ -154,37 +152,22 @@ def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkE
     return WorkEstimate(**values)
 
 
-def empty_usage() -> dict[str, Any]:
-    return {**dict.fromkeys(USAGE_KEYS, 0), "total_tokens": 0, "cost": None}
-
-
-def add_usage(total: dict[str, Any], part: Mapping[str, Any]) -> None:
-    """Add a usage dict (calls, tokens, cost, cache hits) into `total`."""
-    for name in USAGE_KEYS:
-        total[name] += int(part.get(name) or 0)
-    total["total_tokens"] = total["prompt_tokens"] + total["completion_tokens"]
-    if part.get("cost") is not None:
-        total["cost"] = (total["cost"] or 0.0) + float(part["cost"])
-
-
-def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> dict[str, Any]:
+def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> LMUsage:
     """The run's LM usage: every attempt of every user, finished, failed or interrupted.
 
     Args:
         planned: The users.
         run_dir: Re-read the ledgers of unfinished users here (to count attempts interrupted in this invocation).
     """
-    total = empty_usage()
+    total = LMUsage()
     for item in planned:
         if item.result is not None:
-            add_usage(total, item.result.get("usage", {}))
             budget = item.result.get("budget", {})
             earlier = budget.get("earlier_attempts")
-            add_usage(total, earlier if isinstance(earlier, Mapping) else
-                      {"calls": budget.get("calls_in_failed_attempts", 0)})
+            total += LMUsage.from_dict(item.result.get("usage")) + LMUsage.from_dict(
+                earlier if isinstance(earlier, Mapping) else {"calls": budget.get("calls_in_failed_attempts", 0)})
             continue
         if run_dir is not None:
             item.ledger = run_dir.read_ledger(item.user.user_id)
-        add_usage(total, item.spent_before())
-    total["cached_tokens"] = total["cached_prompt_tokens"] + total["cached_completion_tokens"]
+        total += item.spent_before()
     return total

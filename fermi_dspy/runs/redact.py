@@ -1,7 +1,7 @@
 """Keep API keys, tokens and Authorization headers out of everything a run writes: files, logs and error texts.
 
 LM client errors can echo request headers (e.g. "Incorrect API key provided: sk-..."), so every text a run writes
-goes through `redact`, the one redaction point: `layout.write_atomic` (every JSON file of the run directory), the
+goes through `redact`, the one redaction point: `RunDir`'s writes (every file of the run directory), the
 events log, the logging filter on the root handlers (`install_log_redaction`) and the command line's stdout and
 stderr (`redacting_streams`). It replaces the secret values the run knows about (the API keys it was given, the
 values of environment variables whose names say they hold a key, token, secret or password, and credentials found in

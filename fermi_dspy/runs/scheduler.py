@@ -38,7 +38,7 @@ class Scheduler:
         self.identity, self.fingerprint = identity or {}, fingerprint
         self.task, self.proposer = task, proposer
         self.planned = planned
-        self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned)["cost"] or 0.0)
+        self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned).cost or 0.0)
         per_user_usd = estimate.usd_max / max(1, estimate.users) if estimate.usd_max is not None else None
         self.cost_wanted = settings.max_cost_per_user if settings.max_cost_per_user is not None else per_user_usd
         self.cost_per_call = estimate.usd / max(1, estimate.work.calls_max) if estimate.usd is not None else 0.0
@@ -77,7 +77,7 @@ class Scheduler:
         attempt = item.attempts_before + 1  # the ledger and item.failure are updated after each attempt
         ledger = self.run_dir.ledger_path(item.user.user_id).resolve()
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
-                        calls, cost_cap, attempt, str(ledger))
+                        calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"))
         return task, "", cost_cap
 
     def _start(self, task: UserTask) -> None:
@@ -95,7 +95,7 @@ class Scheduler:
         self.open_attempts.pop(uid, None)
         append_line(self.run_dir.ledger_path(uid), {
             "attempt": task.attempt, "event": "end", "status": outcome.status,
-            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "usage": outcome.usage.to_dict(),
             "written_by": "worker" if outcome.ledger_written else "driver"})
         item.ledger = self.run_dir.read_ledger(uid)
 
@@ -147,20 +147,19 @@ class Scheduler:
             previous = item.failure or {}
             item.failure = None
             spent = item.spent_before()  # this attempt included (the ledger was re-read)
-            spent["calls"] = max(spent["calls"], earlier["calls"] + outcome.usage.calls)
             item.failure = {
                 "user_id": uid,
                 "reason": outcome.error,
                 "error_type": outcome.error_type,
                 "attempts": task.attempt,
-                "calls_spent": spent["calls"],
-                "failed_calls": max(spent["failed_calls"], int(previous.get("failed_calls", 0)) +
+                "calls_spent": max(spent.calls, earlier.calls + outcome.usage.calls),
+                "failed_calls": max(spent.failed_calls, int(previous.get("failed_calls", 0)) +
                                     outcome.usage.failed_calls),
-                "prompt_tokens": spent["prompt_tokens"],
-                "completion_tokens": spent["completion_tokens"],
-                "cost_spent": spent["cost"],
+                "prompt_tokens": spent.prompt_tokens,
+                "completion_tokens": spent.completion_tokens,
+                "cost_spent": spent.cost,
                 "run_fingerprint": self.fingerprint,
-                "last_attempt": {"usage": {**outcome.usage.to_dict(), **outcome.cache}, "replies": outcome.replies,
+                "last_attempt": {"usage": outcome.usage.to_dict(), "replies": outcome.replies,
                                  "seconds": outcome.seconds, "worker": outcome.worker,
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
             }
@@ -175,10 +174,10 @@ class Scheduler:
             "status": outcome.status,
             "job": self.job.name,
             "result": outcome.result,
-            "usage": {**outcome.usage.to_dict(), **outcome.cache},
+            "usage": outcome.usage.to_dict(),
             "replies": outcome.replies,
             "budget": {"allotment": item.allotment, "max_cost": task.max_cost,
-                       "calls_in_failed_attempts": earlier["calls"], "earlier_attempts": earlier},
+                       "calls_in_failed_attempts": earlier.calls, "earlier_attempts": earlier.to_dict()},
             "attempts": task.attempt,
             "input_sha256": item.user.fingerprint(),
             "run_fingerprint": self.fingerprint,
@@ -210,6 +209,11 @@ class Scheduler:
 def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler, status: str, estimate: RunEstimate,
                notes: list[str], started: float, schedule_started: float, *, skipped: int,
                bad_records: int) -> RunSummary:
+    unreported = 0
+    for item in planned:  # committed by its worker (result.json is the commit point) but stopped before reporting
+        if item.result is None and item.user.user_id in scheduler.open_attempts:
+            item.result = run.read_result(item.user.user_id)
+            unreported += item.result is not None
     done = [p for p in planned if p.result is not None]
     unparseable = [p.user.user_id for p in done if p.result.get("status") == UNPARSEABLE]
     failed = [p for p in planned if p.result is None and p.failure is not None]
@@ -233,9 +237,9 @@ def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler,
         not_started=len(not_started),
         pending=len(pending),
         skipped=skipped,
-        already_done=len(done) - scheduler.users_run,
+        already_done=len(done) - scheduler.users_run - unreported,
         bad_records=bad_records,
-        usage=usage_totals(planned, run),
+        usage=usage_totals(planned, run).to_dict(),
         this_invocation={
             "users_run": scheduler.users_run,
             "lm_calls": scheduler.calls + interrupted,

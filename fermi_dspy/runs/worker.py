@@ -18,9 +18,9 @@ from typing import Any
 
 import dspy
 
-from fermi_dspy.accounting import LMUsage
+from fermi_dspy.accounting import LMUsage, UsageMeter
 from fermi_dspy.runs.errors import UserAbortError
-from fermi_dspy.runs.guard import ReplyParses, UserLMUsage, guard_lm
+from fermi_dspy.runs.guard import ReplyParses, guard_lm
 from fermi_dspy.runs.jobs import JobContext, UserData, UserJob
 from fermi_dspy.runs.ledger import CallLedger
 from fermi_dspy.runs.lms import LMConfig, worker_lm
@@ -48,6 +48,7 @@ class UserTask:
         max_cost: The user's USD allotment for this attempt (None: uncapped).
         attempt: 1 for the first attempt, then 2, 3, ... (across resumes, interrupted attempts included).
         ledger_path: The user's call ledger (users/<dir>/calls.jsonl), or None to count in memory only.
+        previous: The user's earlier result, when the job runs a finished user again (`UserJob.redo`).
     """
 
     user: UserData
@@ -60,6 +61,7 @@ class UserTask:
     max_cost: float | None
     attempt: int = 1
     ledger_path: str | None = None
+    previous: dict[str, Any] | None = None
 
 
 @dataclass
@@ -72,12 +74,11 @@ class TaskOutcome:
             "failed".
         result: The job's result (empty when failed).
         files: The job's files (empty when failed).
-        usage: LM calls, tokens and cost of this attempt.
+        usage: LM calls, tokens, cost and cache hits of this attempt.
         error: Why it failed (secrets removed), else None.
         error_type: The exception class name, else None.
         seconds: Wall time of the attempt.
         worker: "host:pid" of the process that ran it.
-        cache: Replies served from DSPy's cache and their tokens (see `UserLMUsage.cache`).
         replies: Per role, replies parsed and unparseable (see `ReplyParses`).
         ledger_written: The worker wrote the call ledger (False: the driver records the attempt's usage).
     """
@@ -91,7 +92,6 @@ class TaskOutcome:
     error_type: str | None = None
     seconds: float = 0.0
     worker: str = ""
-    cache: dict[str, int] = field(default_factory=dict)
     replies: dict[str, dict[str, int]] = field(default_factory=dict)
     ledger_written: bool = False
 
@@ -126,7 +126,7 @@ def run_task(task: UserTask) -> TaskOutcome:
     _prepare_process()
     ledger = CallLedger.open(task.ledger_path, task.attempt)
     try:
-        outcome = _run(task, UserLMUsage(ledger), ReplyParses())
+        outcome = _run(task, UsageMeter(ledger), ReplyParses())
     finally:
         if ledger is not None:
             ledger.close()
@@ -134,21 +134,22 @@ def run_task(task: UserTask) -> TaskOutcome:
     return outcome
 
 
-def _run(task: UserTask, meter: UserLMUsage, parses: ReplyParses) -> TaskOutcome:
+def _run(task: UserTask, meter: UsageMeter, parses: ReplyParses) -> TaskOutcome:
     started = time.perf_counter()
     user_id = task.user.user_id
 
     def failed(reason: str, error_type: str) -> TaskOutcome:
         outcome = failed_outcome(user_id, reason, error_type, usage=meter.usage(),
                                  seconds=time.perf_counter() - started)
-        outcome.cache, outcome.replies = meter.cache(), parses.to_dict()
+        outcome.replies = parses.to_dict()
         return outcome
 
     try:
         task_lm = guard_lm(worker_lm(task.task_lm, "task"), meter, "task")
         proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter, "proposer")
         context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
-                             max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage)
+                             max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage,
+                             previous=task.previous)
         with dspy.context(lm=task_lm, callbacks=[*dspy.settings.callbacks, parses]):
             output = task.job.run(task.user, context)
     except UserAbortError as exc:
@@ -164,4 +165,4 @@ def _run(task: UserTask, meter: UserLMUsage, parses: ReplyParses) -> TaskOutcome
     if parses.never_parsed("task"):
         status = UNPARSEABLE
     return TaskOutcome(user_id, status, output.result, output.files, usage, seconds=time.perf_counter() - started,
-                       worker=worker_name(), cache=meter.cache(), replies=parses.to_dict())
+                       worker=worker_name(), replies=parses.to_dict())

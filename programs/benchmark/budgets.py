@@ -8,18 +8,8 @@ top (MIPROv2's bootstrapped demo sets for its proposer, GEPA's minibatch checks)
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fermi_dspy import Fermi
 from programs.benchmark.settings import BenchmarkSettings
-
-FERMI_DEMO_FRACTION = 0.2
-"""Fermi's default share of the trainset shown to the proposer instead of scored (the paper's 80/20)."""
-
-
-def fermi_optimization_examples(n_train: int, demo_fraction: float = FERMI_DEMO_FRACTION) -> int:
-    """How many of `n_train` answers Fermi scores candidates on (the rest are demonstrations); as `split_examples`."""
-    n_demo = round(n_train * demo_fraction)
-    if demo_fraction > 0 and n_train >= 2:
-        n_demo = max(1, n_demo)
-    return n_train - min(n_demo, n_train - 1)
 
 
 @dataclass(frozen=True)
@@ -40,9 +30,10 @@ class FermiBudget:
 
 
 def fermi_budget(settings: BenchmarkSettings) -> FermiBudget:
-    candidates = settings.num_iterations * settings.num_candidates
-    examples = fermi_optimization_examples(settings.n_train)
-    return FermiBudget(candidates, examples, candidates * examples, candidates - 1)
+    """From Fermi's own cost model (`Fermi.call_plan`) with the run's T and K and Fermi's default split."""
+    plan = Fermi(num_iterations=settings.num_iterations, num_candidates=settings.num_candidates).call_plan(
+        settings.n_train)
+    return FermiBudget(plan.candidates, plan.optimization_examples, plan.task_calls, plan.proposer_calls)
 
 
 @dataclass(frozen=True)

@@ -16,17 +16,25 @@ import shlex
 import sys
 from pathlib import Path
 
+from fermi_dspy import FermiError
+from fermi_dspy.runs.cli import add_lm_arguments
 from programs.benchmark.settings import (
     DEFAULT_METHODS,
     DEFAULT_TASK_LM,
     METHOD_ORDER,
     PAPER_SETTINGS,
+    SCRIPTED,
     BenchmarkSettings,
 )
 
 logger = logging.getLogger(__name__)
 
 LM_ENVIRONMENT = ("FERMI_LM", "FERMI_PROPOSER_LM", "FERMI_LOCAL_MODEL", "FERMI_DSPY_THREADS")
+
+#: This module is the `fermi-dspy bench` command (a `fermi_dspy.cli.Command`, declared in pyproject.toml).
+summary = "the benchmark: every method on the same per-user splits"
+description = ("Run Fermi, its ablations, baselines and DSPy's optimizers on the same per-user splits, or re-render / "
+               "measure a benchmark run.")
 
 
 def _method_list(text: str) -> list[str]:
@@ -69,24 +77,18 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                          "few-shot baseline shows per question, and Fermi's retrieval N~ (default %(default)s)")
     methods.add_argument("--threads", type=int, default=defaults.num_threads, help="parallel LM calls (default "
                          "%(default)s; raise it for hosted APIs)")
-    lms = run.add_argument_group("language models")
-    lms.add_argument("--lm", default=None, help=f"task LM: 'local', 'local:<model>', a .gguf path, or a DSPy/LiteLLM "
-                     f"model string such as openai/gpt-4o-mini (env FERMI_LM; default {DEFAULT_TASK_LM}, the embedded "
-                     "model whose answers move with the persona)")
-    lms.add_argument("--proposer-lm", default=None, help="proposer LM, same forms (env FERMI_PROPOSER_LM; default: "
-                     "as the task LM)")
-    lms.add_argument("--local-model", default=None, help="the embedded model 'local' means (default "
-                     "qwen2.5-coder-0.5b)")
-    lms.add_argument("--route", choices=["inprocess", "server"], default="inprocess", help="local model in this "
-                     "process (default) or behind a local OpenAI-compatible server")
-    lms.add_argument("--api-base", default=None, help="base URL of an OpenAI-compatible server")
-    lms.add_argument("--api-key-env", default=None, help="environment variable holding the API key (never stored)")
+    lms = add_lm_arguments(run, default_lm=DEFAULT_TASK_LM + ", the embedded model whose answers move with the persona")
     lms.add_argument("--task-max-tokens", type=int, default=defaults.task_max_tokens,
                      help="completion budget of a task-LM call (default %(default)s)")
     lms.add_argument("--proposer-max-tokens", type=int, default=defaults.proposer_max_tokens,
                      help="completion budget of a proposer call (default %(default)s)")
     lms.add_argument("--scripted", action="store_true", help="instant scripted LMs instead (checks the pipeline in "
                      "seconds; the accuracies mean nothing)")
+    engine = run.add_argument_group("engine")
+    engine.add_argument("--engine", choices=["threads", "ray"], default="threads", help="users on local threads "
+                        "(default) or as Ray tasks (cluster from $RAY_ADDRESS)")
+    engine.add_argument("--workers", type=int, default=None, help="users at once (threads default 1; Ray default: the "
+                        "cluster's CPUs)")
     run.add_argument("--out", required=True, help="run directory; re-running into it resumes")
 
 
@@ -121,8 +123,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         n_train=args.train, n_test=args.test, seed=args.seed, methods=methods,
         num_iterations=pick(args.iterations, "num_iterations"), num_candidates=pick(args.candidates, "num_candidates"),
         memory_size=pick(args.memory, "memory_size"), fewshot_k=args.fewshot_k,
-        task_lm="scripted" if args.scripted else (args.lm or os.environ.get("FERMI_LM") or DEFAULT_TASK_LM),
-        proposer_lm="scripted" if args.scripted else args.proposer_lm,
+        task_lm=SCRIPTED if args.scripted else (args.lm or os.environ.get("FERMI_LM") or DEFAULT_TASK_LM),
+        proposer_lm=SCRIPTED if args.scripted else args.proposer_lm,
         local_model=args.local_model, route=args.route, api_base=args.api_base,
         task_max_tokens=args.task_max_tokens, proposer_max_tokens=args.proposer_max_tokens,
         num_threads=args.threads,
@@ -139,20 +141,11 @@ def command_line() -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from programs.benchmark.runner import run_benchmark
+    from programs.benchmark.job import run_benchmark
 
-    settings = settings_from_args(args)
-    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
-    if args.api_key_env and not api_key:
-        print(f"error: ${args.api_key_env} is empty; export it or drop --api-key-env", file=sys.stderr)
-        return 2
-    task_lm = proposer_lm = None
-    if args.scripted:
-        from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
-
-        task_lm, proposer_lm = scripted_task_lm(), scripted_proposer_lm()
-    report = run_benchmark(settings, args.out, task_lm=task_lm, proposer_lm=proposer_lm, api_key=api_key,
-                           command=command_line())
+    report = run_benchmark(settings_from_args(args), args.out, command=command_line(), engine=args.engine,
+                           max_workers=args.workers, api_key_env=args.api_key_env, num_retries=args.num_retries,
+                           timeout=args.timeout, local_threads=args.local_threads)
     print((Path(args.out) / "report.md").read_text())
     print(f"Run directory: {args.out} (report.md, summary.csv, results.csv, report.json, plot.png); "
           f"{report.seconds_this_invocation:.0f} s this invocation")
@@ -160,7 +153,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from programs.benchmark.runner import rebuild_report
+    from programs.benchmark.job import rebuild_report
 
     rebuild_report(args.out)
     print((Path(args.out) / "report.md").read_text())
@@ -195,7 +188,7 @@ def main(args: argparse.Namespace) -> int:
         print("\ninterrupted; finished (user, method) results are saved: re-run the same command to resume",
               file=sys.stderr)
         return 130
-    except (ValueError, OSError, ImportError) as exc:
+    except (ValueError, OSError, ImportError, FermiError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

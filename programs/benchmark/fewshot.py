@@ -10,10 +10,9 @@ from collections.abc import Sequence
 import dspy
 import numpy as np
 
-from fermi_dspy.profile import PROFILE_INTRO, PROFILE_TASK, Profile, render_profile
-from fermi_dspy.proposal import format_value
-from fermi_dspy.selection import TfidfEmbedder, embed, query_text
-from fermi_dspy.variants import build_variant, target_instructions
+from fermi_dspy import Profile, TfidfEmbedder, render_profile, with_prompt
+from fermi_dspy.profile import PROFILE_INTRO, PROFILE_TASK
+from fermi_dspy.selection import embed, query_text
 
 RETRIEVAL_FIELDS = ("question",)
 PAST_ANSWERS_INTRO = "Here are this person's answers to other survey questions:"
@@ -21,7 +20,10 @@ PAST_ANSWERS_INTRO = "Here are this person's answers to other survey questions:"
 
 def render_past_answers(examples: Sequence[dspy.Example]) -> str:
     """The retrieved past answers, one question and answer pair per block."""
-    blocks = [f"Question: {format_value(e.question)}\nThe person's answer: {format_value(e.answer)}" for e in examples]
+    def text(value: object) -> str:
+        return " ".join(str(value).split())
+
+    blocks = [f"Question: {text(e.question)}\nThe person's answer: {text(e.answer)}" for e in examples]
     return "\n\n".join(blocks)
 
 
@@ -55,7 +57,6 @@ class RetrievedFewShot(dspy.Module):
         self.profile = profile
         self.train = list(train)
         self.k = k
-        self._base = target_instructions(self.student, None)
         texts = [query_text(e.inputs(), RETRIEVAL_FIELDS) for e in self.train]
         self._embedder = TfidfEmbedder().fit(texts) if texts else None
         self._embeddings = embed(self._embedder, texts) if texts else np.zeros((0, 0))
@@ -71,4 +72,4 @@ class RetrievedFewShot(dspy.Module):
 
     def forward(self, **inputs: object) -> dspy.Prediction:
         prompt = fewshot_prompt(self.profile, self.retrieve(**inputs))
-        return build_variant(self.student, prompt, self._base)(**inputs)
+        return with_prompt(self.student, prompt)(**inputs)

@@ -23,15 +23,15 @@ from typing import Any
 import dspy
 
 from fermi_dspy import Fermi
-from fermi_dspy.data import UserSplit
+from fermi_dspy.accounting import UsageMeter
+from fermi_dspy.programs import OpinionQA
+from fermi_dspy.runs import RunDir, UserData
+from fermi_dspy.testing import instant_lm
 from programs.baselines import zero_shot
-from programs.benchmark.roles import RoleMeter
-from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
+from programs.benchmark.report import read_results
 from programs.benchmark.settings import BenchmarkSettings
-from programs.benchmark.store import ResultStore, write_json_atomic
 from programs.benchmark.users import benchmark_users
 from programs.evaluation import evaluate_on_test
-from programs.opinion_qa import OpinionQA
 
 TARGET_SHARE = 0.02
 """The overhead target: under 2% of a real local-LM compile."""
@@ -60,29 +60,28 @@ class InstantCompile:
         return (self.seconds - self.lm_seconds) / max(self.evaluations, 1)
 
 
-def instant_compile(split: UserSplit, *, num_iterations: int, num_candidates: int, memory_size: int,
+def instant_compile(user: UserData, *, num_iterations: int, num_candidates: int, memory_size: int,
                     seed: int = 0) -> InstantCompile:
     """Compile one user with Fermi on instant scripted LMs and time it."""
-    meter = RoleMeter(scripted_task_lm(), scripted_proposer_lm())
-    optimizer = Fermi(prompt_model=meter.proposer, task_model=meter.task, num_iterations=num_iterations,
-                      num_candidates=num_candidates, memory_size=memory_size, retrieval_fields=["question"],
-                      num_threads=1, seed=seed, display_progress=False)
+    task, proposer = UsageMeter(), UsageMeter()
+    optimizer = Fermi(prompt_model=proposer.track(instant_lm("proposer")), task_model=task.track(instant_lm()),
+                      num_iterations=num_iterations, num_candidates=num_candidates, memory_size=memory_size,
+                      retrieval_fields=["question"], num_threads=1, seed=seed, display_progress=False)
     started = time.perf_counter()
-    program = optimizer.compile(OpinionQA(), trainset=split.train, profile=split.profile)
+    program = optimizer.compile(OpinionQA(), trainset=list(user.train), profile=user.profile)
     seconds = time.perf_counter() - started
-    task, proposer = meter.usage("task"), meter.usage("proposer")
-    return InstantCompile(seconds, task.lm_seconds + proposer.lm_seconds, task.usage.calls, proposer.usage.calls,
+    return InstantCompile(seconds, task.lm_seconds + proposer.lm_seconds, task.calls, proposer.calls,
                           program.detailed_results.num_candidates_scored)
 
 
 def plain_dspy_per_call(examples: Sequence[dspy.Example], calls: int) -> tuple[float, float]:
     """(seconds outside the LM, seconds inside the LM) per call of a plain `dspy.Predict` on the instant LM."""
-    meter = RoleMeter(scripted_task_lm(), scripted_proposer_lm())
+    meter = UsageMeter()
     batch = [examples[i % len(examples)] for i in range(calls)]
     started = time.perf_counter()
-    evaluate_on_test(zero_shot(OpinionQA()), batch, lm=meter.test)
+    evaluate_on_test(zero_shot(OpinionQA()), batch, lm=meter.track(instant_lm()))
     seconds = time.perf_counter() - started
-    inside = meter.usage("test").lm_seconds
+    inside = meter.lm_seconds
     return (seconds - inside) / calls, inside / calls
 
 
@@ -104,8 +103,7 @@ class RealCompile:
 
 def real_fermi_compiles(run_dir: Path, user_ids: Sequence[str]) -> RealCompile | None:
     """Fermi's compiles in a benchmark run directory, or None when it has none."""
-    store = ResultStore(run_dir)
-    results = [r for r in store.results(list(user_ids), ("fermi",)) if r.ok]
+    results = [r for r in read_results(run_dir, user_ids, ("fermi",)) if r.ok]
     if not results:
         return None
     return RealCompile(
@@ -131,7 +129,7 @@ def measure_overhead(settings: BenchmarkSettings, *, run_dir: Path | None = None
     Returns:
         The measurement (also what overhead.json holds).
     """
-    splits = benchmark_users(settings).splits[:users]
+    splits = benchmark_users(settings).users[:users]
     instant_compile(splits[0], num_iterations=1, num_candidates=1, memory_size=1)  # warm-up: imports, first fits
     compiles = []
     for split in splits:
@@ -211,8 +209,8 @@ def render_overhead(measurement: dict[str, Any]) -> str:
 
 def write_overhead(measurement: dict[str, Any], out_dir: Path) -> None:
     """Write overhead.json and overhead.md into `out_dir`."""
-    write_json_atomic(out_dir / "overhead.json", measurement)
-    (out_dir / "overhead.md").write_text(render_overhead(measurement))
+    RunDir(out_dir).write_json("overhead.json", measurement)
+    RunDir(out_dir).write_text("overhead.md", render_overhead(measurement))
 
 
 def load_settings(run_dir: Path) -> BenchmarkSettings:

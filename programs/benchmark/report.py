@@ -1,10 +1,12 @@
-"""The run's report: report.md (tables), report.json, summary.csv, results.csv (per user and method) and plot.png.
+"""The run's report: report.md (tables), report.json, summary.csv, results.csv (per user and method) and plot.png,
+rendered from the per-(user, method) result files `users/<user>/<method>.json` alone.
 
 Everything written holds ids, scores and counts only: no profile, answer or learned prompt.
 """
 
 import csv
 import datetime
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -12,15 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dspy
-
+from fermi_dspy.runs import RunDir, user_dir_name
 from programs.benchmark.budgets import describe_budgets
 from programs.benchmark.claims import claims
 from programs.benchmark.methods import METHODS, MethodResult
 from programs.benchmark.plot import plot_accuracy_vs_calls
-from programs.benchmark.provenance import describe_environment, describe_lm
+from programs.benchmark.provenance import describe_environment
 from programs.benchmark.settings import REFERENCE_METHOD, BenchmarkSettings
-from programs.benchmark.store import write_json_atomic
 from programs.benchmark.summary import MethodSummary, summarize
 from programs.benchmark.users import BenchmarkUsers
 
@@ -47,7 +47,7 @@ class BenchmarkReport:
         return {s.method: s for s in self.summaries}
 
     def to_dict(self) -> dict[str, Any]:
-        manifest = self.users.manifest()
+        manifest = self.users.manifest
         return {
             "created": self.created,
             "command": self.command,
@@ -68,22 +68,40 @@ class BenchmarkReport:
         }
 
 
-def build_report(settings: BenchmarkSettings, users: BenchmarkUsers, results: Sequence[MethodResult], *,
-                 task_lm: dspy.BaseLM | None = None, proposer_lm: dspy.BaseLM | None = None,
-                 command: str | None = None, seconds_this_invocation: float = 0.0) -> BenchmarkReport:
-    """Summarize stored results into a report."""
-    lms = None if task_lm is None else {"task": describe_lm(task_lm), "proposer": describe_lm(proposer_lm)}
-    return BenchmarkReport(
+def read_results(root: Path, user_ids: Sequence[str], methods: Sequence[str]) -> list[MethodResult]:
+    """The stored results of these users and methods, in that order (missing ones are left out)."""
+    paths = [root / "users" / user_dir_name(u) / f"{m}.json" for u in user_ids for m in methods]
+    return [MethodResult.from_dict(json.loads(path.read_text())) for path in paths if path.is_file()]
+
+
+def _lms(root: Path, user_ids: Sequence[str]) -> dict[str, Any] | None:
+    """The LMs as the users' workers described them (result.json), else as an earlier invocation did (lms.json)."""
+    for user_id in user_ids:
+        record = RunDir(root).read_result(user_id)
+        if record is not None and record["result"].get("lms"):
+            return record["result"]["lms"]
+    path = root / "lms.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def build_report(root: str | Path, settings: BenchmarkSettings, users: BenchmarkUsers, *, command: str | None = None,
+                 seconds_this_invocation: float = 0.0) -> BenchmarkReport:
+    """Summarize the results stored in `root` into a report and write it there (see `write_report`)."""
+    root = Path(root)
+    results = read_results(root, users.user_ids, settings.ordered_methods)
+    report = BenchmarkReport(
         settings=settings,
         users=users,
-        results=list(results),
+        results=results,
         summaries=summarize(results, settings.ordered_methods, REFERENCE_METHOD, seed=settings.seed),
-        lms=lms,
+        lms=_lms(root, users.user_ids),
         command=command,
         environment=describe_environment(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         seconds_this_invocation=seconds_this_invocation,
     )
+    write_report(report, root)
+    return report
 
 
 def _ci(value: Any, *, signed: bool = False) -> str:
@@ -115,17 +133,17 @@ def per_user_table(report: BenchmarkReport) -> str:
     methods = [s.method for s in report.summaries]
     by_key = {(r.user_id, r.method): r for r in report.results}
     lines = ["| User | " + " | ".join(METHODS[m].label for m in methods) + " |", "|" + "---|" * (len(methods) + 1)]
-    for user in report.users.splits:
+    for user_id in report.users.user_ids:
         cells = []
         for method in methods:
-            result = by_key.get((user.user_id, method))
+            result = by_key.get((user_id, method))
             if result is None:
                 cells.append("…")
             elif result.ok:
                 cells.append(f"{result.accuracy:.2f}")
             else:
                 cells.append(result.status.replace("_", " "))
-        lines.append(f"| {user.user_id} | " + " | ".join(cells) + " |")
+        lines.append(f"| {user_id} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -135,9 +153,9 @@ def render_markdown(report: BenchmarkReport) -> str:
     lms = report.lms or {}
     task, proposer = lms.get("task") or {}, lms.get("proposer") or {}
     done = sum(1 for r in report.results if r.status in ("ok", "cannot_run"))
-    expected = len(report.users.splits) * len(settings.ordered_methods)
+    expected = len(report.users.user_ids) * len(settings.ordered_methods)
     parts = [
-        f"# Benchmark: {report.users.dataset}, {len(report.users.splits)} users, {settings.n_train} train / "
+        f"# Benchmark: {report.users.dataset}, {len(report.users.user_ids)} users, {settings.n_train} train / "
         f"{settings.n_test} test answers per user",
         "",
         f"- Command: `{report.command or '(not recorded)'}`",
@@ -183,7 +201,7 @@ def render_markdown(report: BenchmarkReport) -> str:
     parts += ["", "## Per-user test accuracy", "", per_user_table(report), "", "## Data and splits", "",
               f"- Data set `{report.users.dataset}`: {report.users.eligible} users with at least "
               f"{settings.n_train + settings.n_test} valid answers; {len(report.users.excluded)} excluded for too few "
-              f"answers{_excluded(report.users)}; {len(report.users.skipped_records)} bad answers skipped by the "
+              f"answers{_excluded(report.users)}; {report.users.skipped} bad answers skipped by the "
               "loader.",
               f"- Splits: seed {settings.seed}. {SPLIT_PROCEDURE}",
               "", "## Method configurations", ""]
@@ -201,7 +219,7 @@ def render_markdown(report: BenchmarkReport) -> str:
 def _excluded(users: BenchmarkUsers) -> str:
     if not users.excluded:
         return ""
-    shown = ", ".join(f"{e.user_id} ({e.reason})" for e in users.excluded[:10])
+    shown = ", ".join(f"{e['user_id']} ({e['reason']})" for e in users.excluded[:10])
     more = f" and {len(users.excluded) - 10} more" if len(users.excluded) > 10 else ""
     return f" ({shown}{more})"
 
@@ -211,9 +229,9 @@ RESULT_COLUMNS = ["user_id", "method", "status", "accuracy", "correct", "n_train
                   "test_seconds", "lm_seconds", "shared_compile", "reason"]
 
 
-def write_results_csv(results: Sequence[MethodResult], path: Path) -> None:
-    """One row per (user, method)."""
-    with path.open("w", newline="") as handle:
+def results_csv(results: Sequence[MethodResult]) -> str:
+    """results.csv: one row per (user, method)."""
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(RESULT_COLUMNS)
         for r in results:
@@ -223,6 +241,7 @@ def write_results_csv(results: Sequence[MethodResult], path: Path) -> None:
                              r.compile_proposer.usage.calls, r.test.usage.calls, r.total_tokens,
                              f"{r.compile_seconds:.2f}", f"{r.test_seconds:.2f}", f"{lm_seconds:.2f}",
                              r.shared_compile or "", r.reason])
+        return handle.getvalue()
 
 
 SUMMARY_COLUMNS = ["method", "label", "users_ok", "users_not_run", "accuracy", "ci_low", "ci_high", "delta_vs_fermi",
@@ -230,13 +249,13 @@ SUMMARY_COLUMNS = ["method", "label", "users_ok", "users_not_run", "accuracy", "
                    "compile_proposer_calls", "test_calls", "tokens", "seconds"]
 
 
-def write_summary_csv(summaries: Sequence[MethodSummary], path: Path) -> None:
-    """One row per method (costs are means per user)."""
+def summary_csv(summaries: Sequence[MethodSummary]) -> str:
+    """summary.csv: one row per method (costs are means per user)."""
 
     def number(value: float | None) -> str:
         return "" if value is None or math.isnan(value) else f"{value:.4f}"
 
-    with path.open("w", newline="") as handle:
+    with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SUMMARY_COLUMNS)
         for s in summaries:
@@ -248,26 +267,22 @@ def write_summary_csv(summaries: Sequence[MethodSummary], path: Path) -> None:
                 "" if wtl is None else wtl.losses, f"{s.compile_task_calls:.1f}", f"{s.compile_proposer_calls:.1f}",
                 f"{s.test_calls:.1f}", f"{s.tokens:.0f}", f"{s.seconds:.1f}",
             ])
+        return handle.getvalue()
 
 
 def write_report(report: BenchmarkReport, root: Path) -> None:
-    """Write report.md, report.json, summary.csv, results.csv and plot.png into the run directory.
-
-    LMs are described from this invocation, or else from the run's earlier invocation (lms.json).
-    """
-    lms_path = root / "lms.json"
+    """Write report.md, report.json, summary.csv, results.csv, plot.png and the LMs (lms.json) into `root`."""
+    run_dir = RunDir(root)
     if report.lms is not None:
-        write_json_atomic(lms_path, report.lms)
-    elif lms_path.exists():
-        report.lms = json.loads(lms_path.read_text())
-    write_json_atomic(root / "report.json", report.to_dict())
-    (root / "report.md").write_text(render_markdown(report))
-    write_summary_csv(report.summaries, root / "summary.csv")
-    write_results_csv(report.results, root / "results.csv")
+        run_dir.write_json("lms.json", report.lms)
+    run_dir.write_json("report.json", report.to_dict())
+    run_dir.write_text("report.md", render_markdown(report))
+    run_dir.write_text("summary.csv", summary_csv(report.summaries))
+    run_dir.write_text("results.csv", results_csv(report.results))
     floor = report.summary.get("floor")
     plot_accuracy_vs_calls(
         report.summaries, root / "plot.png",
-        title=f"{report.users.dataset}: {len(report.users.splits)} users, {report.settings.n_train} train / "
+        title=f"{report.users.dataset}: {len(report.users.user_ids)} users, {report.settings.n_train} train / "
               f"{report.settings.n_test} test; task LM {(report.lms or {}).get('task', {}).get('model')}",
         floor=floor.accuracy.mean if floor and floor.accuracy else None,
     )

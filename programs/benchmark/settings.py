@@ -3,6 +3,8 @@
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fermi_dspy.runs import LMConfig
+
 METHOD_ORDER = (
     "floor",
     "zero_shot",
@@ -23,6 +25,10 @@ DEFAULT_METHODS = ("floor", "zero_shot", "profile_prompt", "fewshot", "opro", "g
                    "fermi_soft")
 """What a run compares unless told otherwise: the LM-free floor, the baselines, OPRO, GEPA and Fermi with its 0/1 and
 soft scores (COPRO, MIPROv2 and Fermi without profile stay available with --methods)."""
+
+#: `task_lm` / `proposer_lm` for instant scripted LMs (`fermi_dspy.testing.instant_lm`): checks the pipeline in seconds.
+SCRIPTED = "scripted"
+SCRIPTED_SPEC = "factory:fermi_dspy.testing:instant_lm"
 
 #: The default task model: on the persona probe (`programs.bench_persona_probe`, 6 Hwang users x 20 questions) the
 #: only embedded model whose answers move with the persona, and toward the person (Qwen-0.5B barely moves).
@@ -53,9 +59,9 @@ class BenchmarkSettings:
         num_candidates: Fermi's K (also OPRO's; COPRO's breadth).
         memory_size: Fermi's L (also OPRO's).
         fewshot_k: Past answers shown per query by the retrieved few-shot baseline (and Fermi's retrieval N~).
-        task_lm: Task LM spec ("local", "local:<model>", a .gguf path, or a DSPy/LiteLLM model string); None is
-            `DEFAULT_TASK_LM`.
-        proposer_lm: Proposer LM spec (same forms; default: as the task LM).
+        task_lm: Task LM spec ("local", "local:<model>", a .gguf path, a DSPy/LiteLLM model string, a factory: spec,
+            or "scripted"); None is `DEFAULT_TASK_LM`.
+        proposer_lm: Proposer LM spec (same forms; default: `$FERMI_PROPOSER_LM`, else as the task LM).
         local_model: The embedded model "local" means.
         route: "inprocess" or "server" for local models.
         api_base: An OpenAI-compatible server for remote specs (the API key is never stored).
@@ -114,3 +120,19 @@ class BenchmarkSettings:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BenchmarkSettings":
         return cls(**{**data, "methods": tuple(data["methods"])})
+
+    def lm_configs(self, **execution: Any) -> tuple[LMConfig, LMConfig]:
+        """The task and proposer LMs, uncached so that every method pays for every call.
+
+        Args:
+            **execution: How the LMs are reached, which does not change results (api_key_env, num_retries, timeout,
+                local_threads).
+        """
+
+        def config(spec: str | None, max_tokens: int) -> LMConfig:
+            return LMConfig(SCRIPTED_SPEC if spec == SCRIPTED else spec, api_base=self.api_base,
+                            local_model=self.local_model, route=self.route, max_tokens=max_tokens, cache=False,
+                            **execution)
+
+        return (config(self.task_lm or DEFAULT_TASK_LM, self.task_max_tokens),
+                config(self.proposer_lm, self.proposer_max_tokens))

@@ -1,12 +1,14 @@
-"""Fixtures for the benchmark tests: a SYNTHETIC Hwang-format data file (not real data) and scripted LMs."""
+"""Fixtures for the benchmark tests: a SYNTHETIC Hwang-format data file (not real data) and the instant scripted LMs
+(`fermi_dspy.testing.instant_lm`), which the runs' workers build from their spec."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from programs.benchmark.scripted import scripted_proposer_lm, scripted_task_lm
-from programs.benchmark.settings import METHOD_ORDER, BenchmarkSettings
+from fermi_dspy.runs.lms import clear_worker_lms
+from fermi_dspy.testing import instant_engine
+from programs.benchmark.settings import METHOD_ORDER, SCRIPTED, BenchmarkSettings
 
 #: Profile values that must never appear in any file the benchmark writes.
 SECRET_PARTY = "Zebra Party"
@@ -39,12 +41,21 @@ def hwang_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def small_settings(hwang_file: Path) -> BenchmarkSettings:
-    """Every method on two synthetic users, small budgets."""
+    """Every method on two synthetic users, small budgets, instant scripted LMs."""
     return BenchmarkSettings(dataset="hwang", data_path=str(hwang_file), users=2, n_train=6, n_test=4,
-                             num_iterations=2, num_candidates=2, memory_size=3, methods=METHOD_ORDER)
+                             num_iterations=2, num_candidates=2, memory_size=3, methods=METHOD_ORDER,
+                             task_lm=SCRIPTED, proposer_lm=SCRIPTED)
 
 
 @pytest.fixture
-def lms():
-    """(task LM, proposer LM): instant scripted LMs that record their own requests in `lm.engine.calls`."""
-    return scripted_task_lm(), scripted_proposer_lm()
+def engines():
+    """(task, proposer) engines of the instant scripted LMs, emptied: their `calls` record every request."""
+    clear_worker_lms()
+    found = instant_engine("task"), instant_engine("proposer")
+    for engine in found:
+        engine.calls.clear()
+    return found
+
+
+def calls(engines) -> int:
+    return sum(len(engine.calls) for engine in engines)

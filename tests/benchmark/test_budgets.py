@@ -6,14 +6,7 @@ import dspy
 import pytest
 
 from fermi_dspy.optimizer import split_examples
-from programs.benchmark.budgets import (
-    copro_config,
-    describe_budgets,
-    fermi_budget,
-    fermi_optimization_examples,
-    gepa_config,
-    mipro_config,
-)
+from programs.benchmark.budgets import copro_config, describe_budgets, fermi_budget, gepa_config, mipro_config
 from programs.benchmark.settings import BenchmarkSettings
 
 
@@ -21,7 +14,7 @@ from programs.benchmark.settings import BenchmarkSettings
 def test_optimization_examples_match_fermis_own_split(n):
     examples = [dspy.Example(q=str(i)) for i in range(n)]
     optimization, _ = split_examples(examples, 0.2, random.Random(0))
-    assert fermi_optimization_examples(n) == len(optimization)
+    assert fermi_budget(BenchmarkSettings(n_train=n)).optimization_examples == len(optimization)
 
 
 def test_budgets_follow_t_and_k():

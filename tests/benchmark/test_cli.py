@@ -53,6 +53,18 @@ def test_run_report_and_overhead_end_to_end(tmp_path, hwang_file, capsys):
     assert "Fermi's own" in (out / "overhead.md").read_text()
 
 
+def test_the_benchmark_is_a_fermi_dspy_command(tmp_path, hwang_file, capsys):
+    from fermi_dspy.cli import main as fermi_dspy_main
+
+    out = tmp_path / "run"
+    assert fermi_dspy_main(["bench", "run", "--scripted", "--out", str(out), "--data", "hwang", "--data-path",
+                            str(hwang_file), "--train", "6", "--test", "4", "--users", "2", "--workers", "2",
+                            "--methods", "floor,fermi", "--iterations", "1", "--candidates", "2"]) == 0
+    assert "| Fermi (Retrieval-of-Prompt) |" in capsys.readouterr().out
+    assert json.loads((out / "summary.json").read_text())["done"] == 2  # a run: manifest, ledger, summary
+    assert (out / "manifest.json").is_file() and len(list(out.glob("users/*/calls.jsonl"))) == 2
+
+
 def test_errors_are_reported_with_an_exit_code(tmp_path, capsys):
     assert main(parse("report", "--out", str(tmp_path))) == 1
     assert "not a benchmark run directory" in capsys.readouterr().err

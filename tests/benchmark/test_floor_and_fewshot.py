@@ -4,10 +4,10 @@ from collections import Counter
 
 import dspy
 
+from fermi_dspy.programs import OpinionQA
+from fermi_dspy.testing import instant_lm
 from programs.benchmark.fewshot import RetrievedFewShot, fewshot_prompt
 from programs.benchmark.floor import MajorityPositionProgram, favourite_position, position_counts
-from programs.benchmark.scripted import scripted_task_lm
-from programs.opinion_qa import OpinionQA
 
 
 def example(question, options, answer):
@@ -42,10 +42,10 @@ def test_fewshot_retrieves_the_most_similar_past_answers_into_the_instruction():
     assert next(e.question for e in retrieved) in {"Do you own a gun?", "Should gun laws be stricter?"}
     assert "Is the economy doing well?" not in [e.question for e in retrieved]
 
-    lm = scripted_task_lm()
+    lm = instant_lm()
     with dspy.context(lm=lm):
         program(question="How many guns do you own?", options=["0", "1+"])
-    system = lm.engine.calls[0].system
+    system = lm.engine.calls[-1].system
     assert "- Party: Independent" in system and "The person's answer:" in system
     assert system.count("Question: ") == 2
 

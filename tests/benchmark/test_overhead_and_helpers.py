@@ -3,16 +3,10 @@
 import dspy
 
 from fermi_dspy import Fermi
+from fermi_dspy.programs import OpinionQA
+from fermi_dspy.testing import NewTexts, answer_any, instant_lm, output_fields
 from programs.benchmark.methods.fermi_methods import with_selection
 from programs.benchmark.overhead import instant_compile, measure_overhead
-from programs.benchmark.scripted import (
-    ProposerRespond,
-    output_fields,
-    scripted_proposer_lm,
-    scripted_task_lm,
-    task_respond,
-)
-from programs.opinion_qa import OpinionQA
 from tests.benchmark.conftest import OPTIONS
 
 
@@ -24,8 +18,8 @@ def examples(n):
 def test_instant_compile_counts_evaluations_and_time(small_settings):
     from programs.benchmark.users import benchmark_users
 
-    split = benchmark_users(small_settings).splits[0]
-    compiled = instant_compile(split, num_iterations=2, num_candidates=2, memory_size=3)
+    user = benchmark_users(small_settings).users[0]
+    compiled = instant_compile(user, num_iterations=2, num_candidates=2, memory_size=3)
     assert compiled.evaluations == 4 * 5 and compiled.proposer_calls == 3 and compiled.candidates == 4
     assert 0 < compiled.lm_seconds < compiled.seconds
     assert compiled.outside_lm_per_evaluation > 0
@@ -39,8 +33,7 @@ def test_overhead_without_a_real_run_reports_per_evaluation_times(small_settings
 
 
 def test_single_best_copy_keeps_the_prompts_and_changes_only_the_selection():
-    task, proposer = scripted_task_lm(), scripted_proposer_lm()
-    program = Fermi(prompt_model=proposer, task_model=task, num_iterations=2, num_candidates=2,
+    program = Fermi(prompt_model=instant_lm("proposer"), task_model=instant_lm(), num_iterations=2, num_candidates=2,
                     display_progress=False).compile(OpinionQA(), trainset=examples(8), profile={"Party": "X"})
     best = with_selection(program, OpinionQA(), "best")
     assert best.prompts == program.prompts and best.selection == "best" and program.selection == "retrieval"
@@ -50,8 +43,8 @@ def test_single_best_copy_keeps_the_prompts_and_changes_only_the_selection():
 def test_scripted_lms_answer_any_signature():
     system = "Your output fields are:\n1. `proposed_instruction` (str): x\n2. `ok` (bool): y\nAll interactions ..."
     assert output_fields(system) == [("proposed_instruction", "str"), ("ok", "bool")]
-    respond = ProposerRespond()
+    respond = NewTexts()
     first, second = respond(system, ""), respond(system, "")
     assert first["ok"] is False and first["proposed_instruction"] != second["proposed_instruction"]
     user = '[[ ## question ## ]]\nQ?\n\n[[ ## options ## ]]\n["a", "b"]\n\n'
-    assert task_respond("Your output fields are:\n1. `answer` (str):\nAll interactions", user)["answer"] in {"a", "b"}
+    assert answer_any("Your output fields are:\n1. `answer` (str):\nAll interactions", user)["answer"] in {"a", "b"}

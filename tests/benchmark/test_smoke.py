@@ -1,6 +1,7 @@
 """Smoke test: every method on one user with scripted LMs, in seconds; the outputs and their bookkeeping."""
 
 import csv
+import importlib.util
 import json
 import time
 
@@ -8,24 +9,28 @@ from programs.benchmark import METHOD_ORDER, run_benchmark
 from programs.benchmark.budgets import copro_config, fermi_budget
 from tests.benchmark.conftest import SECRET_IDEOLOGY, SECRET_PARTY
 
+HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
-def test_every_method_runs_on_one_user_in_seconds(tmp_path, small_settings, lms):
-    task, proposer = lms
+
+def test_every_method_runs_on_one_user_in_seconds(tmp_path, small_settings, engines):
+    task, proposer = engines
     settings = small_settings.__class__(**{**small_settings.to_dict(), "users": 1, "methods": METHOD_ORDER})
     started = time.perf_counter()
-    report = run_benchmark(settings, tmp_path, task_lm=task, proposer_lm=proposer, command="pytest",
-                           display_progress=False)
+    report = run_benchmark(settings, tmp_path, command="pytest", display_progress=False)
     assert time.perf_counter() - started < 30
 
     results = {r.method: r for r in report.results}
     assert list(results) == list(METHOD_ORDER)
+    if not HAS_OPTUNA:  # MIPROv2 needs optuna (the bench extra): its failure is recorded, the rest runs
+        assert results.pop("mipro").reason.startswith("ImportError")
     assert all(r.status == "ok" and 0.0 <= r.accuracy <= 1.0 and r.n_test == 4 for r in results.values())
     assert all(r.stray_calls == 0 for r in results.values())
 
     # Calls: the floor makes none; every LM method answers each test question once; budgets are as configured.
     assert results["floor"].total_calls == 0 and results["floor"].details == {"valid_answers": 4}
     assert all(0 <= r.details["valid_answers"] <= 4 for r in results.values())
-    assert all(results[m].test.usage.calls == 4 for m in METHOD_ORDER if m != "floor")
+    assert all(results[m].test.usage.calls == 4 for m in results if m != "floor")
     budget = fermi_budget(settings)
     for method in ("fermi", "fermi_no_profile", "opro"):
         assert results[method].compile_task.usage.calls == budget.task_calls
@@ -40,11 +45,11 @@ def test_every_method_runs_on_one_user_in_seconds(tmp_path, small_settings, lms)
     counted_task = sum(r.compile_task.usage.calls + r.test.usage.calls for r in results.values()
                        if r.shared_compile is None) + results["fermi_best"].test.usage.calls
     counted_proposer = sum(r.compile_proposer.usage.calls for r in results.values() if r.shared_compile is None)
-    assert counted_task == len(task.engine.calls)
-    assert counted_proposer == len(proposer.engine.calls)
+    assert counted_task == len(task.calls)
+    assert counted_proposer == len(proposer.calls)
 
-    for name in ("report.md", "report.json", "summary.csv", "results.csv", "plot.png", "splits.json",
-                 "settings.json", "lms.json"):
+    for name in ("report.md", "report.json", "summary.csv", "results.csv", "splits.json", "settings.json",
+                 "lms.json", *(["plot.png"] if HAS_MATPLOTLIB else [])):
         assert (tmp_path / name).stat().st_size > 0
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert [row["method"] for row in rows] == list(METHOD_ORDER)
@@ -55,10 +60,10 @@ def test_every_method_runs_on_one_user_in_seconds(tmp_path, small_settings, lms)
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["n_train"] == 6
 
 
-def test_outputs_hold_no_profile_answer_or_prompt(tmp_path, small_settings, lms):
-    run_benchmark(small_settings, tmp_path, task_lm=lms[0], proposer_lm=lms[1], display_progress=False)
-    for path in tmp_path.rglob("*"):
-        if path.is_file() and path.suffix in (".json", ".csv", ".md"):
+def test_outputs_hold_no_profile_answer_or_prompt(tmp_path, small_settings):
+    run_benchmark(small_settings, tmp_path / "run", display_progress=False)
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".jsonl", ".csv", ".md"):
             text = path.read_text()
             for secret in (SECRET_PARTY, SECRET_IDEOLOGY, "Strongly agree", "Do you agree with statement",
                            "Answer as this person would"):

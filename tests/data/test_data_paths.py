@@ -40,6 +40,18 @@ def test_finds_shared_data_beside_the_repo(tmp_path, monkeypatch):
     assert default_data_dir() == (tmp_path / "shared" / "data").resolve()
 
 
+def test_finds_shared_data_through_a_symlink(tmp_path, monkeypatch):
+    real = tmp_path / "elsewhere" / "data"
+    (real / "opinionqa").mkdir(parents=True)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(real, target_is_directory=True)
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    monkeypatch.chdir(tmp_path / "repo")
+    monkeypatch.setattr(paths_module, "__file__", str(tmp_path / "pkg" / "paths.py"))
+    assert default_data_dir().resolve() == real.resolve()
+
+
 def test_resolve_file_data_dir_and_dataset_folder(tmp_path):
     target = tmp_path / "opinionqa" / "alphaedit_users" / "users.jsonl"
     target.parent.mkdir(parents=True)
@@ -57,5 +69,5 @@ def test_resolve_file_data_dir_and_dataset_folder(tmp_path):
 def test_default_paths_resolve_on_real_data(data_dir):
     for dataset in ("panelists", "hwang", "global"):
         loaded = load_users(dataset, on_bad_record="skip", limit=1)
-        assert Path(loaded.path).is_relative_to(data_dir)
+        assert Path(loaded.path).is_relative_to(data_dir.resolve())  # ../shared may be a symlink
         assert load_users(dataset, data_dir, on_bad_record="skip", limit=1).path == loaded.path

@@ -6,7 +6,7 @@ import dspy
 import pytest
 
 from fermi_dspy.lm import config
-from fermi_dspy.lm.config import LMSpec, build_lm, resolve_spec
+from fermi_dspy.lm.config import ROLE_DEFAULTS, LMSpec, build_lm, resolve_spec
 from fermi_dspy.lm.errors import EngineNotInstalledError, LMSpecError
 
 # -- spec parsing ------------------------------------------------------------------------------------------------
@@ -88,8 +88,7 @@ def test_local_spec_ignores_remote_settings_and_uses_role_defaults(monkeypatch):
     monkeypatch.setattr(config, "local_lm", lambda model, **kwargs: seen.update(model=model, **kwargs) or "LM")
     # One command line may pair a local task LM with a remote proposer: api_base/api_key are for the remote one.
     assert build_lm("local:smollm2-135m", role="proposer", api_base="http://127.0.0.1:1/v1", api_key="k") == "LM"
-    assert seen == {"model": "smollm2-135m", "route": "inprocess", "max_tokens": 384, "temperature": 0.7,
-                    "cache": True}
+    assert seen == {"model": "smollm2-135m", "route": "inprocess", "cache": True, **ROLE_DEFAULTS["proposer"]}
 
 
 # -- settings reach the wire -------------------------------------------------------------------------------------
@@ -116,7 +115,7 @@ def test_role_defaults_reach_the_wire(stub_server):
     ask(build_lm("openai/m", role="proposer", api_base=stub_server.api_base, cache=False))
     task, proposer = stub_server.requests[-2:]
     assert (task["temperature"], task["max_tokens"]) == (0.0, 256)
-    assert (proposer["temperature"], proposer["max_tokens"]) == (0.7, 384)
+    assert (proposer["temperature"], proposer["max_tokens"]) == (0.7, ROLE_DEFAULTS["proposer"]["max_tokens"])
 
 
 def test_environment_spec_reaches_the_wire(stub_server, monkeypatch):
@@ -184,5 +183,5 @@ def test_task_and_proposer_share_one_loaded_model(monkeypatch, tmp_path):
     assert task.model == proposer.model == "local/m"
     assert task._engine_spec is proposer._engine_spec  # one engine, one copy of the weights in memory
     assert (task.kwargs["temperature"], proposer.kwargs["temperature"]) == (0.0, 0.7)
-    assert (task.kwargs["max_tokens"], proposer.kwargs["max_tokens"]) == (256, 384)
+    assert (task.kwargs["max_tokens"], proposer.kwargs["max_tokens"]) == (256, ROLE_DEFAULTS["proposer"]["max_tokens"])
     assert task._engine_spec._llm is None  # nothing is loaded until the first call

@@ -1,5 +1,6 @@
 """Fixtures for the run tests: hermetic DSPy cache, scripted LMs reset per test, SYNTHETIC users, a local Ray."""
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from fermi_dspy.runs import RunSettings
 from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.lms import clear_worker_lms
 from tests.runs import lms
@@ -44,11 +46,13 @@ def users_file(tmp_path: Path) -> Callable[..., Path]:
 
 
 def run_kwargs(**overrides: Any) -> dict[str, Any]:
-    """personalize_users arguments for the scripted LMs and small Fermi settings."""
-    kwargs: dict[str, Any] = {"task_lm": lms.TASK, "proposer_lm": lms.PROPOSER, "fermi": dict(lms.FERMI),
-                              "display_progress": False, **lms.SPLIT}
-    kwargs.update(overrides)
-    return kwargs
+    """personalize_users arguments for the scripted LMs and small Fermi settings; overrides named like `RunSettings`
+    fields go into its `settings`."""
+    fields = {f.name for f in dataclasses.fields(RunSettings)}
+    settings = {"display_progress": False, **{k: v for k, v in overrides.items() if k in fields}}
+    kwargs: dict[str, Any] = {"task_lm": lms.TASK, "proposer_lm": lms.PROPOSER, "fermi": dict(lms.FERMI), **lms.SPLIT,
+                              **{k: v for k, v in overrides.items() if k not in fields}}
+    return {**kwargs, "settings": RunSettings(**settings)}
 
 
 def user_results(run_dir: Path) -> dict[str, dict[str, Any]]:

@@ -1,10 +1,8 @@
 """Scripted LMs and SYNTHETIC users for the run tests (not real data).
 
-Every question names its user ("[u3] Do you support guns?"), so each LM call can be attributed to a user. The task
-LM answers "Yes" only when its instruction says the person "supports" the topic; the proposer writes "This person
-supports a, b." naming the topics it sees the person answered "Yes" to in the mis-aligned examples, so Fermi learns.
-Answers depend only on the request and its seed (no counters), so a user's results do not depend on which other
-users run at the same time, in which process, or in which order.
+The LMs follow the tests' topic rules (`tests.scripted`). Every question names its user ("[u3] Do you support
+guns?"), so each LM call can be attributed to a user. Answers depend only on the request and its seed (no counters),
+so a user's results do not depend on which other users run at the same time, in which process, or in which order.
 
 The factories are used as LM specs, e.g. "factory:tests.runs.lms:task_lm", so subprocess and Ray workers build them
 too. Knobs, read from the environment (so they reach subprocesses and Ray workers):
@@ -16,7 +14,6 @@ too. Knobs, read from the environment (so they reach subprocesses and Ray worker
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from collections import Counter
@@ -24,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import dspy
-from dspy.lm15 import Message, Response, TextPart, Usage
 
-from fermi_dspy.testing import as_letters, format_chat_fields, wants_json
+from fermi_dspy.testing import RecordedCall, RuleEngine
+from tests.scripted import QUESTION, proposal, task_respond
 
-QUESTION = re.compile(r"\[(u\d+)\] Do you support (\w+)\?")
 TOPICS = ("guns", "taxes", "unions", "nukes", "zoos", "polls", "bikes", "trains", "farms", "parks", "ports", "mines")
 
 _LOCK = threading.Lock()
@@ -55,39 +51,12 @@ def calls_by_user(role: str | None = None) -> Counter[str]:
         return Counter(tag for r, tag in CALLS if role is None or r == role)
 
 
-def _text(request: Any) -> tuple[str, str]:
-    system = request.system if isinstance(request.system, str) else "".join(
-        getattr(p, "text", "") or "" for p in (request.system or ()))
-    return system, "\n".join(m.text or "" for m in request.messages)
-
-
 def _digest(*parts: Any) -> int:
     return int(hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:8], 16)
 
 
-def task_answer(system: str, user: str) -> dict[str, str]:
-    match = QUESTION.search(user)
-    topic = match.group(2) if match else ""
-    return {"answer": "Yes" if topic and re.search(rf"supports\b[^.]*\b{topic}\b", system) else "No"}
-
-
-def proposal(system: str, user: str, seed: int | None) -> dict[str, str]:
-    memory = user.split("[[ ## scored_prompts ## ]]", 1)[-1]
-    topics = set()
-    for block in memory.split("\n\n"):
-        match = QUESTION.search(block)
-        if match and "The person's answer: Yes" in block:
-            topics.add(match.group(2))
-    for claim in re.findall(r"This person supports ([\w, ]+)\.", memory):
-        topics.update(t.strip() for t in claim.split(",") if t.strip())
-    draft = _digest(user, seed) % 1000
-    if not topics:
-        return {"new_prompt": f"Variation {draft}: answer thoughtfully."}
-    return {"new_prompt": f"This person supports {', '.join(sorted(topics))}. (draft {draft})"}
-
-
-class ScriptedEngine:
-    """A thread-safe DSPy engine answering by rule; it takes a per-call seed, like the local llama.cpp engine.
+class ScriptedEngine(RuleEngine):
+    """The topic rules as a thread-safe engine that takes a per-call seed, like the local llama.cpp engine.
 
     Args:
         role: "task" or "proposer".
@@ -98,13 +67,13 @@ class ScriptedEngine:
                                   "top_logprobs"})
 
     def __init__(self, role: str, *, garbled: bool = False) -> None:
+        super().__init__(task_respond)
         self.role = role
         self.garbled = garbled
 
-    def complete(self, request: Any) -> Response:
-        system, user = _text(request)
-        match = QUESTION.search(user)
-        tag = match.group(1) if match else "?"
+    def answer(self, call: RecordedCall) -> dict[str, Any]:
+        match = QUESTION.search(call.user)
+        tag = (match.group(1) or "?") if match else "?"
         with _LOCK:
             CALLS.append((self.role, tag))
             count = len(CALLS)
@@ -118,21 +87,19 @@ class ScriptedEngine:
         delay = float(os.environ.get("FERMI_TEST_LM_DELAY", "0") or 0)
         if delay:
             time.sleep(delay)
-        fields = task_answer(system, user) if self.role == "task" else proposal(system, user, request.config.seed)
-        fields = as_letters(fields, request.messages[-1].text or "")
-        text = json.dumps(fields) if wants_json(request, system) else format_chat_fields(fields)
         if self.garbled:
-            text = "I would rather not say."
-        usage = Usage(input_tokens=len(system + user) // 4, output_tokens=len(text) // 4,
-                      total_tokens=(len(system + user) + len(text)) // 4)
-        return Response(id=None, model=request.model, message=Message.assistant([TextPart(text)]),
-                        finish_reason="stop", usage=usage)
+            return {}
+        return task_respond(call.system, call.user) if self.role == "task" else proposal(
+            call.user, _digest(call.user, call.seed) % 1000)
 
-    def stream(self, request: Any) -> Any:
-        raise NotImplementedError
+    def complete(self, request: Any) -> Any:
+        response = super().complete(request)
+        if not self.garbled:
+            return response
+        from dspy.lm15 import Message, Response, TextPart
 
-    def close(self) -> None:
-        pass
+        return Response(id=None, model=request.model, message=Message.assistant([TextPart("I would rather not say.")]),
+                        finish_reason="stop", usage=response.usage)
 
 
 def task_lm(role: str = "task") -> dspy.LM:

@@ -103,8 +103,7 @@ def test_bad_users_given_in_memory_are_refused_or_skipped(tmp_path):
 
 def test_the_dry_run_refuses_bad_records_too(users_file):
     with pytest.raises(DataError):
-        estimate_users("hwang", data_path=users_file(2, extra_lines=bad_lines()), **{
-            k: v for k, v in run_kwargs().items() if k != "display_progress"})
+        estimate_users("hwang", data_path=users_file(2, extra_lines=bad_lines()), **run_kwargs())
 
 
 def _many_problems(count: int) -> tuple[str, ...]:

@@ -7,8 +7,8 @@ import pytest
 
 from fermi_dspy.runs.cli import EXIT_INCOMPLETE, EXIT_OK, EXIT_REFUSED, add_arguments, build_parser, main
 from tests.runs import lms
-from tests.runs.stub_server import stub_server
 from tests.runs.test_bad_records import bad_lines
+from tests.stub_server import StubOpenAIServer
 
 FAKE_KEY = "sk-fake-CLIKEY-0123456789abcdef"
 
@@ -69,7 +69,8 @@ def test_changed_settings_refuse_with_exit_1(users_file, tmp_path, capsys):
 
 def test_failed_users_exit_3_and_the_key_is_never_printed(users_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CLI_TEST_KEY", FAKE_KEY)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u1": "401"}
         status = main(build_parser().parse_args([
             "--data", "hwang", "--data-path", str(users_file(2)), "--run-dir", str(tmp_path / "run"),

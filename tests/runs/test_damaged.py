@@ -14,10 +14,6 @@ from tests.runs.conftest import run_kwargs, user_results
 THREE_ITERATIONS = {**lms.FERMI, "num_iterations": 3}
 
 
-def _estimate_kwargs(**overrides):
-    kwargs = run_kwargs(**overrides)
-    kwargs.pop("display_progress")
-    return kwargs
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "not a manifest"])
@@ -44,7 +40,7 @@ def test_a_damaged_manifest_over_results_refuses_a_resume_with_other_settings(us
     assert (manifest.read_bytes() if manifest.exists() else None) == before  # nothing rewritten
 
     with pytest.raises(ManifestMismatchError, match=r"manifest\.json"):
-        estimate_users("hwang", data_path=data, run_dir=run_dir, **_estimate_kwargs(fermi=THREE_ITERATIONS))
+        estimate_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs(fermi=THREE_ITERATIONS))
 
 
 def test_a_damaged_manifest_is_rebuilt_only_on_request_and_only_from_matching_results(users_file, tmp_path):
@@ -55,12 +51,12 @@ def test_a_damaged_manifest_is_rebuilt_only_on_request_and_only_from_matching_re
         personalize_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs())
     assert "computed under the settings given now" in str(error.value)
     with pytest.raises(ManifestMismatchError, match="num_iterations"):
-        personalize_users("hwang", data_path=data, run_dir=run_dir, rebuild_manifest=True,
-                          **run_kwargs(fermi=THREE_ITERATIONS))
+        personalize_users("hwang", data_path=data, run_dir=run_dir,
+                          **run_kwargs(rebuild_manifest=True, fermi=THREE_ITERATIONS))
     assert not (run_dir / "manifest.json").exists()
 
     lms.reset()
-    again = personalize_users("hwang", data_path=data, run_dir=run_dir, rebuild_manifest=True, **run_kwargs())
+    again = personalize_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs(rebuild_manifest=True))
     assert again.done == 2 and again.already_done == 2 and sum(lms.calls_by_user().values()) == 0
     assert again.usage["calls"] == first.usage["calls"]
     assert json.loads((run_dir / "manifest.json").read_text())["fingerprint"]

@@ -10,7 +10,7 @@ import pytest
 from fermi_dspy.runs import LMConfig, Secret, personalize_users
 from fermi_dspy.runs.redact import REDACTED, redact, register_secret
 from tests.runs.conftest import run_kwargs
-from tests.runs.stub_server import stub_server
+from tests.stub_server import StubOpenAIServer
 
 FAKE_KEY = "sk-fake-TESTKEY-0123456789abcdef"
 FAST = {"fermi": {"num_iterations": 1, "num_candidates": 2, "retrieval_fields": ["question"]}}
@@ -36,7 +36,8 @@ def scan(folder: Path) -> list[str]:
 
 
 def test_429_5xx_and_timeouts_are_retried_and_the_users_finish(users_file, tmp_path):
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.slow_seconds = 6.0  # well past the client's timeout, which no ordinary reply comes near
         stub.next_failures = ["429", "500", "ok", "503", "slow"]  # each call fails at most num_retries=2 times
         summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run",
@@ -50,7 +51,8 @@ def test_429_5xx_and_timeouts_are_retried_and_the_users_finish(users_file, tmp_p
 
 def test_a_user_whose_endpoint_keeps_failing_is_recorded_and_the_run_goes_on(users_file, tmp_path):
     data = users_file(3)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u2": "503"}
         summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=stub_lm(api_base), proposer_lm=None, **FAST))
@@ -74,10 +76,12 @@ def test_a_user_whose_endpoint_keeps_failing_is_recorded_and_the_run_goes_on(use
 
 
 def test_user_retries_rerun_a_failed_user_within_the_run(users_file, tmp_path):
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u1": "500x2"}
-        summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run", user_retries=1,
-                                    **run_kwargs(task_lm=stub_lm(api_base, num_retries=1), proposer_lm=None, **FAST))
+        summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run",
+                                    **run_kwargs(user_retries=1, task_lm=stub_lm(api_base, num_retries=1),
+                                                 proposer_lm=None, **FAST))
     assert summary.done == 2 and summary.failed == 0
     result = json.loads((tmp_path / "run" / "users" / "synthetic-1" / "result.json").read_text())
     assert result["attempts"] == 2
@@ -85,7 +89,8 @@ def test_user_retries_rerun_a_failed_user_within_the_run(users_file, tmp_path):
 
 def test_failed_attempts_count_against_the_users_cap(users_file, tmp_path):
     data = users_file(1)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u1": "500x2"}
         kwargs = run_kwargs(task_lm=stub_lm(api_base, num_retries=1), proposer_lm=None, max_calls_per_user=20,
                             user_retries=1, **FAST)
@@ -98,13 +103,14 @@ def test_failed_attempts_count_against_the_users_cap(users_file, tmp_path):
 def test_no_api_key_reaches_the_run_directory_or_the_logs(users_file, tmp_path, caplog, capsys, monkeypatch):
     monkeypatch.setenv("STUB_API_KEY", FAKE_KEY)
     caplog.set_level(logging.DEBUG)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u2": "401", "u3": "500"}
         summary = personalize_users(
             "hwang", data_path=users_file(3), run_dir=tmp_path / "run",
             **run_kwargs(task_lm=stub_lm(api_base, api_key=None, api_key_env="STUB_API_KEY"), proposer_lm=None,
                          **FAST))
-        assert stub.count() and all(r["authorization"] for r in stub.requests)  # the key was sent...
+        assert stub.count() and all(h.get("authorization") for h in stub.headers)  # the key was sent...
     assert summary.done == 1 and summary.failed == 2
     auth = next(f for f in summary.failures if f.user_id == "synthetic-2")
     assert auth.error_type == "LMAuthError" and "Incorrect API key provided" in auth.reason
@@ -137,7 +143,8 @@ MAX_CALL_USD = 2500 * 0.15e-6 + 8 * 0.6e-6  # a request of 10,000 characters at 
 
 
 def test_usd_caps_hold_where_dspy_reports_cost(users_file, tmp_path):
-    with stub_server() as (api_base, _):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         summary = personalize_users("hwang", data_path=users_file(4), run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=stub_lm(api_base), proposer_lm=None, max_cost_per_user=6e-4,
                                                  max_cost_per_run=1.5e-3))

@@ -7,6 +7,8 @@ from pathlib import Path
 import dspy
 import pytest
 
+from fermi_dspy.accounting import UsageMeter
+from fermi_dspy.files import write_atomic
 from fermi_dspy.runs import (
     FermiJob,
     JobOutput,
@@ -22,8 +24,8 @@ from fermi_dspy.runs import (
     user_dir_name,
 )
 from fermi_dspy.runs.errors import RunInterruptedError, UserAbortError
-from fermi_dspy.runs.guard import UserLMUsage, clear_stop, guard_lm, request_stop
-from fermi_dspy.runs.layout import RunDir, write_atomic
+from fermi_dspy.runs.guard import clear_stop, guard_lm, request_stop
+from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.lms import safe_url
 from tests.runs import lms
 from tests.runs.conftest import run_kwargs
@@ -74,7 +76,7 @@ def test_lm_config_resolution_reads_the_environment(monkeypatch):
 
 
 def test_the_guard_counts_calls_of_every_copy_and_stops_on_request():
-    usage = UserLMUsage()
+    usage = UsageMeter()
     guarded = guard_lm(lms.task_lm(), usage)
     copy = guarded.copy(temperature=0.0)
     predict = dspy.Predict("question -> answer")
@@ -90,7 +92,7 @@ def test_the_guard_counts_calls_of_every_copy_and_stops_on_request():
 
 
 def test_the_guard_seeds_sampled_calls_of_seedable_engines_by_their_content():
-    usage = UserLMUsage()
+    usage = UsageMeter()
     proposer = guard_lm(lms.proposer_lm(), usage)
     predict = dspy.Predict("question -> new_prompt")
 
@@ -110,7 +112,7 @@ def test_a_broken_endpoint_aborts_the_user():
 
             raise LMServerError("down; Authorization: Bearer sk-hidden-123456789", model="x")
 
-    guarded = guard_lm(dspy.LM("rule/broken", engine=Broken(), cache=False, num_retries=0), UserLMUsage())
+    guarded = guard_lm(dspy.LM("rule/broken", engine=Broken(), cache=False, num_retries=0), UsageMeter())
     with pytest.raises(UserAbortError) as error, dspy.context(lm=guarded):
         dspy.Predict("question -> answer")(question="q")
     assert error.value.error_type == "LMServerError" and "sk-hidden" not in error.value.reason
@@ -118,9 +120,7 @@ def test_a_broken_endpoint_aborts_the_user():
 
 def test_the_estimate_bounds_what_a_run_spends(users_file, tmp_path):
     data = users_file(3)
-    kwargs = run_kwargs()
-    kwargs.pop("display_progress")
-    estimate = estimate_users("hwang", data_path=data, **kwargs)
+    estimate = estimate_users("hwang", data_path=data, **run_kwargs())
     summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
     assert estimate.users == 3 and estimate.calls_max == 81
     assert summary.usage["calls"] <= estimate.calls_max

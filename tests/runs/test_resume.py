@@ -87,7 +87,7 @@ def test_resume_with_other_settings_is_refused_with_the_differences(users_file, 
     with pytest.raises(ManifestMismatchError, match=r"lms\.task\.spec"):
         personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs(task_lm=lms.GARBLED_TASK))
     with pytest.raises(RunError, match="already holds a run"):
-        personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", resume=False, **run_kwargs())
+        personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs(resume=False))
 
 
 def test_resume_with_changed_data_file_is_refused(users_file, tmp_path):

@@ -11,7 +11,7 @@ from fermi_dspy.runs import LMConfig, Secret, personalize_users
 from fermi_dspy.runs.cli import EXIT_INCOMPLETE, EXIT_REFUSED, build_parser, main
 from fermi_dspy.runs.redact import REDACTED, redact
 from tests.runs.conftest import run_kwargs
-from tests.runs.stub_server import stub_server
+from tests.stub_server import StubOpenAIServer
 
 USER, PASSWORD = "alice", "pw-Secret-4242"
 BASIC = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -46,7 +46,8 @@ def test_redact_leaves_prose_about_basic_things_alone():
 
 def test_userinfo_in_api_base_is_refused_before_anything_is_sent_or_written(users_file, tmp_path, capsys, caplog):
     caplog.set_level(logging.DEBUG)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.cycle = ["echo"]
         with_userinfo = api_base.replace("http://", f"http://{USER}:{PASSWORD}@")
         status = main(build_parser().parse_args([
@@ -66,13 +67,14 @@ def test_headers_a_server_echoes_are_redacted_in_every_file_and_stream(users_fil
                                                                        monkeypatch):
     monkeypatch.setenv("ECHO_TEST_KEY", KEY)
     caplog.set_level(logging.DEBUG)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u1": "echo"}
         status = main(build_parser().parse_args([
             "--data", "hwang", "--data-path", str(users_file(2)), "--run-dir", str(tmp_path / "run"),
             "--lm", "openai/gpt-4o-mini", "--api-base", api_base, "--api-key-env", "ECHO_TEST_KEY",
             "--num-retries", "0", *FAST]))
-        assert any(r["authorization"] == f"Bearer {KEY}" for r in stub.requests)  # the key went out as a bearer
+        assert any(h["authorization"] == f"Bearer {KEY}" for h in stub.headers)  # the key went out as a bearer
     assert status == EXIT_INCOMPLETE
     captured = capsys.readouterr()
     assert "headers" in captured.out and REDACTED in captured.out  # the echo is reported, scrubbed
@@ -84,13 +86,14 @@ def test_headers_a_server_echoes_are_redacted_in_every_file_and_stream(users_fil
 
 
 def test_a_bearer_key_given_in_python_is_sent_and_never_written(users_file, tmp_path):
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.user_failures = {"u2": "echo"}
         lm = LMConfig("openai/gpt-4o-mini", api_base=api_base, api_key=Secret(KEY), num_retries=0, cache=False)
         summary = personalize_users("hwang", data_path=users_file(2), run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=lm, proposer_lm=None,
                                                  fermi={"num_iterations": 1, "num_candidates": 2,
                                                         "retrieval_fields": ["question"]}))
-        assert all(r["authorization"] == f"Bearer {KEY}" for r in stub.requests)
+        assert all(h["authorization"] == f"Bearer {KEY}" for h in stub.headers)
     assert summary.failed == 1 and REDACTED in summary.failures[0].reason
     assert leaks([*written(tmp_path / "run"), summary.format()], KEY, "ECHOKEY") == []

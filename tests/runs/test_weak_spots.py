@@ -10,7 +10,7 @@ from fermi_dspy.runs import LMConfig, estimate_users, personalize_users
 from fermi_dspy.runs.cli import EXIT_INCOMPLETE, EXIT_REFUSED, build_parser, main
 from tests.runs import lms
 from tests.runs.conftest import run_kwargs
-from tests.runs.stub_server import stub_server
+from tests.stub_server import StubOpenAIServer
 
 FAST = {"fermi": {"num_iterations": 1, "num_candidates": 2, "retrieval_fields": ["question"]}}
 
@@ -21,7 +21,8 @@ def server_lm(api_base: str, **overrides) -> LMConfig:
 
 
 def test_a_30_percent_fault_rate_does_not_fail_users_with_the_default_retries(users_file, tmp_path):
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.cycle = ["500"] * 3 + ["ok"] * 7  # 30% of requests fail, in bursts of three
         summary = personalize_users("hwang", data_path=users_file(3), run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=server_lm(api_base), proposer_lm=None, **FAST))
@@ -30,7 +31,8 @@ def test_a_30_percent_fault_rate_does_not_fail_users_with_the_default_retries(us
 
 
 def test_tokens_of_failed_users_are_counted(users_file, tmp_path):
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         stub.cycle = ["ok"] * 12 + ["503"] * 40  # user 1 gets a dozen replies, then the endpoint goes down
         summary = personalize_users("hwang", data_path=users_file(1), run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=server_lm(api_base, num_retries=0), proposer_lm=None,
@@ -44,7 +46,8 @@ def test_tokens_of_failed_users_are_counted(users_file, tmp_path):
 
 def test_cache_hits_are_counted_with_their_tokens(users_file, tmp_path):
     data = users_file(1)
-    with stub_server() as (api_base, stub):
+    with StubOpenAIServer() as stub:
+        api_base = stub.api_base
         lm = server_lm(api_base, cache=True)
         first = personalize_users("hwang", data_path=data, run_dir=tmp_path / "first",
                                   **run_kwargs(task_lm=lm, proposer_lm=None, **FAST))
@@ -62,7 +65,8 @@ def test_cache_hits_are_counted_with_their_tokens(users_file, tmp_path):
 
 def test_two_servers_with_the_same_model_name_never_share_cache_entries(users_file, tmp_path):
     data = users_file(1)
-    with stub_server() as (first_base, first), stub_server() as (second_base, second):
+    with StubOpenAIServer() as first, StubOpenAIServer() as second:
+        first_base, second_base = first.api_base, second.api_base
         personalize_users("hwang", data_path=data, run_dir=tmp_path / "first",
                           **run_kwargs(task_lm=server_lm(first_base, cache=True), proposer_lm=None, **FAST))
         summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "second",
@@ -74,10 +78,12 @@ def test_two_servers_with_the_same_model_name_never_share_cache_entries(users_fi
 
 def test_a_loopback_servers_port_is_not_part_of_the_run_identity(users_file, tmp_path):
     data = users_file(2)
-    with stub_server() as (first_base, _):
+    with StubOpenAIServer() as stub:
+        first_base = stub.api_base
         personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", limit=1,
                           **run_kwargs(task_lm=server_lm(first_base), proposer_lm=None, **FAST))
-    with stub_server() as (second_base, second):  # the server restarted on another port
+    with StubOpenAIServer() as second:  # the server restarted on another port
+        second_base = second.api_base
         assert second_base != first_base
         summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run",
                                     **run_kwargs(task_lm=server_lm(second_base), proposer_lm=None, **FAST))
@@ -126,7 +132,7 @@ def test_an_empty_data_file_is_a_clear_error(tmp_path, capsys, content):
         personalize_users("hwang", data_path=empty, run_dir=tmp_path / "run", **run_kwargs())
     assert not (tmp_path / "run" / "manifest.json").exists()
     with pytest.raises(DataError, match="no users"):
-        estimate_users("hwang", data_path=empty, **{k: v for k, v in run_kwargs().items() if k != "display_progress"})
+        estimate_users("hwang", data_path=empty, **run_kwargs())
     status = main(build_parser().parse_args(["--data", "hwang", "--data-path", str(empty), "--run-dir",
                                              str(tmp_path / "cli"), "--lm", lms.TASK, "--no-progress"]))
     err = capsys.readouterr().err

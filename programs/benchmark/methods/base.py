@@ -3,20 +3,21 @@
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import dspy
 
-from fermi_dspy.data import UserSplit
-from fermi_dspy.metrics import option_index
-from programs.benchmark.roles import RoleMeter, RoleUsage
+from fermi_dspy import option_index
+from fermi_dspy.accounting import CallBudget, LMUsage, UsageMeter, wrap_lm
+from fermi_dspy.runs import JobContext, UserData
 from programs.benchmark.settings import BenchmarkSettings
 from programs.evaluation import evaluate_on_test
 
 logger = logging.getLogger(__name__)
 
 STATUSES = ("ok", "cannot_run", "failed")
+ROLES = ("task", "proposer", "test")
 
 
 class CannotRunError(Exception):
@@ -24,26 +25,68 @@ class CannotRunError(Exception):
 
 
 @dataclass(frozen=True)
+class RoleUsage:
+    """LM usage of one role of one method: calls (engine requests), tokens, and seconds inside LM calls."""
+
+    usage: LMUsage = field(default_factory=LMUsage)
+    lm_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.usage.to_dict(), "lm_seconds": round(self.lm_seconds, 4)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RoleUsage":
+        return cls(LMUsage.from_dict(data), float(data.get("lm_seconds", 0.0)))
+
+
+class Roles:
+    """One method's copies of the user's LMs, one `UsageMeter` per role: the compile's task LM and proposer LM, and
+    the LM answering the test questions. Within the user's LM-call allotment, if the run gave it one.
+
+    Args:
+        context: The user's job context (its guarded LMs count every call of the user).
+    """
+
+    def __init__(self, context: JobContext) -> None:
+        self.context = context
+        self.meters = {role: UsageMeter() for role in ROLES}
+        left = None if context.max_calls is None else max(0, context.max_calls - context.usage().calls)
+        budget = CallBudget(left, context.max_cost, lambda: context.usage().cost)
+        lms = {"task": context.task_lm, "proposer": context.proposer_lm, "test": context.task_lm}
+        self.lms = {role: self.meters[role].track(wrap_lm(lm, budget)) for role, lm in lms.items()}
+        self.task, self.proposer, self.test = self.lms["task"], self.lms["proposer"], self.lms["test"]
+
+    def calls(self, *roles: str) -> int:
+        return sum(self.meters[role].calls for role in roles or ROLES)
+
+    def usage(self, role: str) -> RoleUsage:
+        meter = self.meters[role]
+        return RoleUsage(meter.usage(), meter.lm_seconds)
+
+
+@dataclass(frozen=True)
 class UserTask:
-    """One user's split and the LMs and settings every method of the run uses.
+    """One user's data and the LMs and settings every method of the run uses.
 
     Attributes:
-        split: The user's train/test split (the same for every method).
+        user: The user's train/test split and profile (the same for every method).
         settings: The run's settings.
-        task_lm: The task LM (each method counts its own copies).
-        proposer_lm: The proposer LM.
+        context: The user's LMs (each method counts its own copies) and allotment.
         student: Builds a fresh student program.
     """
 
-    split: UserSplit
+    user: UserData
     settings: BenchmarkSettings
-    task_lm: dspy.BaseLM
-    proposer_lm: dspy.BaseLM
+    context: JobContext
     student: Callable[[], dspy.Module]
 
-    def meter(self) -> RoleMeter:
-        """Fresh role-tagged copies of the LMs for one method."""
-        return RoleMeter(self.task_lm, self.proposer_lm)
+    def roles(self) -> Roles:
+        """Fresh, separately counted copies of the LMs for one method."""
+        return Roles(self.context)
+
+    def calls(self) -> int:
+        """Every LM call of this user so far (through any copy of its LMs)."""
+        return self.context.usage().calls
 
 
 @dataclass(frozen=True)
@@ -66,7 +109,7 @@ class MethodResult:
         compile_task: Task-LM usage while compiling.
         compile_proposer: Proposer-LM usage while compiling.
         test: LM usage while answering the test questions.
-        stray_calls: LM calls by LMs without a role (0 unless the accounting leaks).
+        stray_calls: LM calls of the user not counted under any role (0 unless the accounting leaks).
         compile_seconds: Wall time of the compile (0 for methods without one).
         test_seconds: Wall time of answering the test questions.
         shared_compile: The method whose compile this one reuses (its costs are repeated here), if any.
@@ -109,23 +152,18 @@ class MethodResult:
 
     @property
     def total_tokens(self) -> int:
-        return (self.compile_task.usage.total_tokens + self.compile_proposer.usage.total_tokens
-                + self.test.usage.total_tokens)
+        return sum(r.usage.total_tokens for r in (self.compile_task, self.compile_proposer, self.test))
 
     @property
     def seconds(self) -> float:
         return self.compile_seconds + self.test_seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id, "method": self.method, "status": self.status, "reason": self.reason,
-            "accuracy": self.accuracy, "correct": self.correct, "n_train": self.n_train, "n_test": self.n_test,
-            "test_failures": self.test_failures, "compile_task": self.compile_task.to_dict(),
-            "compile_proposer": self.compile_proposer.to_dict(), "test": self.test.to_dict(),
-            "stray_calls": self.stray_calls, "compile_seconds": round(self.compile_seconds, 3),
-            "test_seconds": round(self.test_seconds, 3), "shared_compile": self.shared_compile,
-            "details": dict(self.details),
-        }
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update({key: getattr(self, key).to_dict() for key in ("compile_task", "compile_proposer", "test")})
+        data.update(compile_seconds=round(self.compile_seconds, 3), test_seconds=round(self.test_seconds, 3),
+                    details=dict(self.details))
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "MethodResult":
@@ -137,79 +175,82 @@ class MethodResult:
 
 def not_run(task: UserTask, method: str, status: str, reason: str) -> MethodResult:
     """The result of a method that could not run or failed on this user."""
-    return MethodResult(task.split.user_id, method, status, reason, n_train=len(task.split.train),
-                        n_test=len(task.split.test))
+    return MethodResult(task.user.user_id, method, status, reason, n_train=len(task.user.train),
+                        n_test=len(task.user.test))
 
 
 def require_train(task: UserTask, minimum: int, what: str) -> None:
     """Raise `CannotRunError` when the user has fewer training answers than `what` needs."""
-    if len(task.split.train) < minimum:
+    if len(task.user.train) < minimum:
         raise CannotRunError(f"{what} needs at least {minimum} training answers; this user has "
-                             f"{len(task.split.train)}")
+                             f"{len(task.user.train)}")
 
 
 @dataclass
 class Compiled:
-    """A compiled program with the meter its compile was counted on."""
+    """A compiled program with the LM roles its compile was counted on."""
 
     program: dspy.Module
-    meter: RoleMeter
+    roles: Roles
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    stray_calls: int = 0
 
 
-def compile_with(task: UserTask, build: Callable[[RoleMeter], dspy.Module]) -> Compiled:
-    """Run `build(meter)` with the meter's task LM as DSPy's LM, timing it and watching for stray LM calls."""
-    meter = task.meter()
-    started = time.perf_counter()
-    with meter.watching(), dspy.context(lm=meter.task):
-        program = build(meter)
-    return Compiled(program, meter, time.perf_counter() - started)
+def compile_with(task: UserTask, build: Callable[[Roles], dspy.Module]) -> Compiled:
+    """Run `build(roles)` with the roles' task LM as DSPy's LM, timing it and counting calls outside the roles."""
+    roles, before, started = task.roles(), task.calls(), time.perf_counter()
+    with dspy.context(lm=roles.task):
+        program = build(roles)
+    return Compiled(program, roles, time.perf_counter() - started, stray_calls=task.calls() - before - roles.calls())
 
 
-def score_on_test(task: UserTask, method: str, compiled: Compiled, *, meter: RoleMeter | None = None,
-                shared_compile: str | None = None, details: Mapping[str, Any] | None = None) -> MethodResult:
+def score_on_test(task: UserTask, method: str, compiled: Compiled, *, roles: Roles | None = None,
+                  shared_compile: str | None = None, details: Mapping[str, Any] | None = None) -> MethodResult:
     """Score a compiled program on the user's test answers and assemble its result.
 
     Args:
         task: The user.
         method: The method's name.
-        compiled: The program and the meter of its compile.
-        meter: The meter to count the test calls on (default: the compile's; pass a fresh one when another method
-            already tested with the compile's meter).
+        compiled: The program and the roles of its compile.
+        roles: The roles to count the test calls on (default: the compile's; pass fresh ones when another method
+            already tested with the compile's).
         shared_compile: The method whose compile is reused, if any.
         details: Method-specific facts to store.
     """
-    meter = meter or compiled.meter
-    compile_calls = compiled.meter.counters["task"].calls + compiled.meter.counters["proposer"].calls
-    started = time.perf_counter()
-    with meter.watching():
-        scored = evaluate_on_test(compiled.program, task.split.test, lm=meter.test,
-                                  num_threads=task.settings.num_threads)
+    roles = roles or compiled.roles
+    compile_calls, before, started = compiled.roles.calls("task", "proposer"), task.calls(), time.perf_counter()
+    test_calls = roles.calls("test")
+    scored = evaluate_on_test(compiled.program, task.user.test, lm=roles.test, num_threads=task.settings.num_threads)
     test_seconds = time.perf_counter() - started
     valid = sum(option_index(answer, example.options) is not None
-                for answer, example in zip(scored.answers, task.split.test, strict=True) if example.get("options"))
+                for answer, example in zip(scored.answers, task.user.test, strict=True) if example.get("options"))
     details = {**(details or {}), "valid_answers": valid}
-    leaked = compiled.meter.counters["task"].calls + compiled.meter.counters["proposer"].calls - compile_calls
+    leaked = compiled.roles.calls("task", "proposer") - compile_calls
     if leaked:  # the program kept a compile-time LM bound to a predictor: its test calls were not on the test LM
-        logger.warning("User %s, %s: %d test-time call(s) went to a compile-time LM.", task.split.user_id, method,
+        logger.warning("User %s, %s: %d test-time call(s) went to a compile-time LM.", task.user.user_id, method,
                        leaked)
         details = {**details, "compile_lm_calls_during_test": leaked}
+    stray = task.calls() - before - (roles.calls("test") - test_calls) - leaked
     return MethodResult(
-        user_id=task.split.user_id,
+        user_id=task.user.user_id,
         method=method,
         status="ok",
         accuracy=scored.accuracy,
         correct=round(sum(scored.scores)),
-        n_train=len(task.split.train),
-        n_test=len(task.split.test),
+        n_train=len(task.user.train),
+        n_test=len(task.user.test),
         test_failures=scored.failures,
-        compile_task=compiled.meter.usage("task"),
-        compile_proposer=compiled.meter.usage("proposer"),
-        test=meter.usage("test"),
-        stray_calls=compiled.meter.stray.calls + (meter.stray.calls if meter is not compiled.meter else 0),
+        compile_task=compiled.roles.usage("task"),
+        compile_proposer=compiled.roles.usage("proposer"),
+        test=roles.usage("test"),
+        stray_calls=compiled.stray_calls + stray,
         compile_seconds=compiled.seconds,
         test_seconds=test_seconds,
         shared_compile=shared_compile,
         details={**compiled.details, **details},
     )
+
+
+__all__ = ["CannotRunError", "Compiled", "MethodResult", "RoleUsage", "Roles", "UserTask", "compile_with", "not_run",
+           "require_train", "score_on_test"]

@@ -13,8 +13,7 @@ from dspy.teleprompt import COPRO, GEPA, MIPROv2
 from fermi_dspy.metrics import answer_accuracy, answer_feedback
 from programs.baselines import profile_in_prompt
 from programs.benchmark.budgets import copro_config, gepa_config, mipro_config
-from programs.benchmark.methods.base import MethodResult, UserTask, compile_with, require_train, score_on_test
-from programs.benchmark.roles import RoleMeter
+from programs.benchmark.methods.base import MethodResult, Roles, UserTask, compile_with, require_train, score_on_test
 
 NO_ERROR_LIMIT = 10**6
 """Evaluation errors an optimizer tolerates (each scores 0) instead of aborting the user's compile."""
@@ -25,7 +24,7 @@ MIPRO_MIN_TRAIN = 2
 
 def starting_student(task: UserTask) -> dspy.Module:
     """The student with the user's profile in its instruction: what each DSPy optimizer starts from."""
-    return profile_in_prompt(task.student(), task.split.profile)
+    return profile_in_prompt(task.student(), task.user.profile)
 
 
 def run_copro(task: UserTask) -> dict[str, MethodResult]:
@@ -34,10 +33,10 @@ def run_copro(task: UserTask) -> dict[str, MethodResult]:
     config = copro_config(task.settings)
     details: dict[str, Any] = {"breadth": config.breadth, "depth": config.depth}
 
-    def build(meter: RoleMeter) -> dspy.Module:
-        optimizer = COPRO(prompt_model=meter.proposer, metric=answer_accuracy, breadth=config.breadth,
+    def build(roles: Roles) -> dspy.Module:
+        optimizer = COPRO(prompt_model=roles.proposer, metric=answer_accuracy, breadth=config.breadth,
                           depth=config.depth, init_temperature=config.init_temperature)
-        program = optimizer.compile(starting_student(task), trainset=list(task.split.train), eval_kwargs={
+        program = optimizer.compile(starting_student(task), trainset=list(task.user.train), eval_kwargs={
             "num_threads": task.settings.num_threads, "display_progress": False})
         details.update(candidates_scored=getattr(program, "total_calls", None),
                        best_train_score=_score(program.candidate_programs[0]["score"], percent=True))
@@ -54,13 +53,13 @@ def run_mipro(task: UserTask) -> dict[str, MethodResult]:
     config = mipro_config(task.settings)
     details: dict[str, Any] = {"num_candidates": config.num_candidates, "num_trials": config.num_trials}
 
-    def build(meter: RoleMeter) -> dspy.Module:
-        optimizer = MIPROv2(metric=answer_accuracy, prompt_model=meter.proposer, task_model=meter.task, auto=None,
+    def build(roles: Roles) -> dspy.Module:
+        optimizer = MIPROv2(metric=answer_accuracy, prompt_model=roles.proposer, task_model=roles.task, auto=None,
                             num_candidates=config.num_candidates, max_bootstrapped_demos=config.max_bootstrapped_demos,
                             max_labeled_demos=config.max_labeled_demos, num_threads=task.settings.num_threads,
                             max_errors=NO_ERROR_LIMIT, seed=task.settings.seed,
                             init_temperature=config.init_temperature, verbose=False)
-        program = optimizer.compile(starting_student(task), trainset=list(task.split.train),
+        program = optimizer.compile(starting_student(task), trainset=list(task.user.train),
                                     num_trials=config.num_trials, minibatch=config.minibatch,
                                     program_aware_proposer=config.program_aware_proposer, seed=task.settings.seed)
         details.update(best_train_score=_score(getattr(program, "score", None), percent=True),
@@ -78,11 +77,11 @@ def run_gepa(task: UserTask) -> dict[str, MethodResult]:
     config = gepa_config(task.settings)
     details: dict[str, Any] = {"max_metric_calls": config.max_metric_calls}
 
-    def build(meter: RoleMeter) -> dspy.Module:
+    def build(roles: Roles) -> dspy.Module:
         optimizer = GEPA(metric=answer_feedback, max_metric_calls=config.max_metric_calls,
-                         reflection_lm=meter.proposer, reflection_minibatch_size=config.reflection_minibatch_size,
+                         reflection_lm=roles.proposer, reflection_minibatch_size=config.reflection_minibatch_size,
                          num_threads=task.settings.num_threads, seed=task.settings.seed, track_stats=True)
-        program = optimizer.compile(starting_student(task), trainset=list(task.split.train))
+        program = optimizer.compile(starting_student(task), trainset=list(task.user.train))
         result = getattr(program, "detailed_results", None)
         if result is not None:
             details.update(metric_calls=result.total_metric_calls, candidates=len(result.candidates),

@@ -10,7 +10,15 @@ import dspy
 
 from fermi_dspy import Fermi, FermiResult, PersonalizedProgram, answer_probability
 from fermi_dspy.validation import MIN_TRAINSET_SIZE
-from programs.benchmark.methods.base import Compiled, MethodResult, UserTask, compile_with, require_train, score_on_test
+from programs.benchmark.methods.base import (
+    Compiled,
+    MethodResult,
+    Roles,
+    UserTask,
+    compile_with,
+    require_train,
+    score_on_test,
+)
 
 
 def fermi_optimizer(task: UserTask, task_lm: dspy.BaseLM, proposer_lm: dspy.BaseLM, *, feedback: str = "misaligned",
@@ -63,11 +71,11 @@ def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile:
                   metric: Any = None) -> Compiled:
     """Compile the user's student with Fermi on the user's training answers."""
     require_train(task, MIN_TRAINSET_SIZE, "Fermi")
-    profile = task.split.profile if with_profile else None
+    profile = task.user.profile if with_profile else None
 
-    def build(meter: Any) -> PersonalizedProgram:
-        optimizer = fermi_optimizer(task, meter.task, meter.proposer, feedback=feedback, metric=metric)
-        return optimizer.compile(task.student(), trainset=task.split.train, profile=profile)
+    def build(roles: Roles) -> PersonalizedProgram:
+        optimizer = fermi_optimizer(task, roles.task, roles.proposer, feedback=feedback, metric=metric)
+        return optimizer.compile(task.student(), trainset=task.user.train, profile=profile)
 
     compiled = compile_with(task, build)
     compiled.details.update(fermi_details(compiled.program.detailed_results))
@@ -79,9 +87,9 @@ def run_fermi(task: UserTask) -> dict[str, MethodResult]:
     compiled = compile_fermi(task)
     results = {"fermi": score_on_test(task, "fermi", compiled)}
     if "fermi_best" in task.settings.methods:
-        best = Compiled(with_selection(compiled.program, task.student(), "best"), compiled.meter, compiled.seconds,
-                        dict(compiled.details))
-        results["fermi_best"] = score_on_test(task, "fermi_best", best, meter=task.meter(), shared_compile="fermi")
+        best = Compiled(with_selection(compiled.program, task.student(), "best"), compiled.roles, compiled.seconds,
+                        dict(compiled.details), compiled.stray_calls)
+        results["fermi_best"] = score_on_test(task, "fermi_best", best, roles=task.roles(), shared_compile="fermi")
     return results
 
 

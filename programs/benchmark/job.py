@@ -1,0 +1,191 @@
+"""The benchmark as a `UserJob` of `fermi_dspy.runs`: every chosen method on one user, on the same split.
+
+`run_benchmark` runs it for every user into a run directory, so the benchmark gets what every run gets: resume
+after a kill, engines (threads or Ray), LM-call budgets, the per-user call ledger and fail-fast on a broken endpoint.
+Each user's methods are written as job output files, one per method: `users/<user>/<method>.json` (a
+`MethodResult`), next to the run's own `result.json`. A resume asking for methods a finished user has not run (or
+whose run failed) runs just those for that user (`BenchmarkJob.redo`); the other methods' files stay as they are.
+`settings.json` and `splits.json` describe the benchmark, and `report.md` etc. are rendered from the files
+(`fermi_dspy bench report` renders them again, also for run directories written before benchmarks were runs).
+"""
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from fermi_dspy.files import sha256_file, to_json
+from fermi_dspy.programs import OpinionQA
+from fermi_dspy.runs import (
+    DataSource,
+    FermiJob,
+    JobContext,
+    JobOutput,
+    RunDir,
+    RunSettings,
+    UserData,
+    UserJob,
+    WorkEstimate,
+    estimate_user_jobs,
+    run_user_jobs,
+)
+from programs.benchmark.methods import JOBS, CannotRunError, MethodResult, UserTask, jobs_for
+from programs.benchmark.methods.base import not_run
+from programs.benchmark.provenance import describe_lm
+from programs.benchmark.report import BenchmarkReport, build_report
+from programs.benchmark.settings import BenchmarkSettings
+from programs.benchmark.users import BenchmarkUsers, benchmark_users
+
+logger = logging.getLogger(__name__)
+
+FINAL_STATUSES = ("ok", "cannot_run")
+"""Method results a resume keeps; "failed" ones are run again."""
+
+#: Settings a stored result depends on besides the LMs (the run's identity holds those, and the seed).
+RESULT_AFFECTING = ("dataset", "n_train", "n_test", "num_iterations", "num_candidates", "memory_size", "fewshot_k")
+#: Methods that answer the test questions without a compile of their own.
+NO_COMPILE = ("floor", "zero_shot", "profile_prompt", "fewshot", "fermi_best")
+
+
+def run_job(job: str, task: UserTask, methods: list[str]) -> dict[str, MethodResult]:
+    """Run one job on one user; a method that cannot run or fails is recorded as such, never dropped.
+
+    An LM endpoint that stays broken ends the whole user instead (`fermi_dspy.runs.UserAbortError`): the run
+    records it as failed and runs it again on resume.
+    """
+    try:
+        results = JOBS[job](task)
+    except CannotRunError as exc:
+        logger.warning("User %s: %s cannot run: %s", task.user.user_id, job, exc)
+        return {m: not_run(task, m, "cannot_run", str(exc)) for m in methods}
+    except Exception as exc:  # a method's crash must not end the benchmark; its message may quote user data
+        logger.exception("User %s: %s failed", task.user.user_id, job)
+        return {m: not_run(task, m, "failed", f"{type(exc).__name__} (see the run's log)") for m in methods}
+    return {m: results[m] for m in methods}
+
+
+class BenchmarkJob(UserJob):
+    """Every method of `settings` on one user; resumable per (user, method).
+
+    Args:
+        settings: What the benchmark compares (methods, T, K, L, split sizes, ...).
+        student: Builds the student program.
+    """
+
+    name = "benchmark"
+
+    def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] = OpinionQA) -> None:
+        self.settings = settings
+        self.student = student
+        self._fermi = FermiJob(student, fermi={"num_iterations": settings.num_iterations, "num_retrieved":
+                                               settings.fewshot_k, "num_candidates": settings.num_candidates,
+                                               "memory_size": settings.memory_size, "retrieval_fields": ["question"]})
+
+    def describe(self) -> dict[str, Any]:
+        student = f"{self.student.__module__}.{self.student.__qualname__}"
+        return {"name": self.name, "student": student, **{k: getattr(self.settings, k) for k in RESULT_AFFECTING}}
+
+    def _todo(self, previous: Mapping[str, Any] | None) -> tuple[str, ...]:
+        done = {m for m, r in ((previous or {}).get("methods") or {}).items() if r.get("status") in FINAL_STATUSES}
+        return tuple(m for m in self.settings.ordered_methods if m not in done)
+
+    def redo(self, result: Mapping[str, Any]) -> bool:
+        return bool(self._todo(result))
+
+    def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
+        """Fermi's estimate scaled to the methods (DSPy's optimizers are configured to about Fermi's budget)."""
+        fermi, methods = self._fermi.estimate(user, seed=seed), self.settings.ordered_methods
+        compiling, testing = sum(m not in NO_COMPILE for m in methods), sum(m != "floor" for m in methods)
+        calls = compiling * (fermi.calls_max - len(user.test)) + testing * len(user.test)
+        scale = calls / max(1, fermi.calls_max)
+        task_calls = round(fermi.task_calls * scale)
+        return WorkEstimate(calls_max=calls, task_calls=task_calls, proposer_calls=calls - task_calls,
+                            **{k: round(v * scale) for k, v in fermi.to_dict().items() if "tokens" in k})
+
+    def run(self, user: UserData, context: JobContext) -> JobOutput:
+        task = UserTask(user, self.settings, context, self.student)
+        results: dict[str, MethodResult] = {}
+        for job, methods in jobs_for(self._todo(context.previous)).items():
+            for method, result in run_job(job, task, methods).items():
+                results[method] = result
+                logger.info("User %s %-16s %s acc=%s calls=%d (%.0f s)", user.user_id, method, result.status,
+                            "-" if result.accuracy is None else f"{result.accuracy:.3f}", result.total_calls,
+                            result.seconds)
+        methods = {**(context.previous or {}).get("methods", {}),
+                   **{m: {"status": r.status, "accuracy": r.accuracy} for m, r in results.items()}}
+        lms = {"task": describe_lm(context.task_lm), "proposer": describe_lm(context.proposer_lm)}
+        return JobOutput({"methods": methods, "lms": lms}, {f"{m}.json": to_json(r.to_dict()) for m, r in
+                                                            results.items()},
+                         budget_limited=any(r.reason.startswith("BudgetExhaustedError") for r in results.values()))
+
+
+def _refuse_old_format(root: Path) -> None:
+    if (root / "settings.json").is_file() and not (root / "manifest.json").exists() and any(root.glob("users/*/*")):
+        raise ValueError(f"{root} holds a benchmark run written before benchmarks were resumable runs (it has no "
+                         f"manifest.json). `fermi-dspy bench report --out {root}` still renders it; run into a new "
+                         "--out directory.")
+
+
+def run_benchmark(
+    settings: BenchmarkSettings,
+    out_dir: str | Path,
+    *,
+    command: str | None = None,
+    student: Callable[[], dspy.Module] = OpinionQA,
+    engine: str = "threads",
+    max_workers: int | None = None,
+    display_progress: bool = True,
+    **lm_options: Any,
+) -> BenchmarkReport:
+    """Run the benchmark into `out_dir` (resuming: finished (user, method) pairs are skipped) and write its report.
+
+    Args:
+        settings: What to run.
+        out_dir: The run directory.
+        command: The command line that started the run, for the report.
+        student: Builds the student program.
+        engine: "threads" or "ray" (see `fermi_dspy.runs.RunSettings`).
+        max_workers: Users at once.
+        display_progress: Show a progress bar over users.
+        **lm_options: How the LMs are reached (api_key_env, num_retries, timeout, local_threads).
+
+    Returns:
+        The report (also written as report.md, report.json, summary.csv, results.csv and plot.png).
+
+    Raises:
+        ValueError: `out_dir` holds a benchmark with other result-affecting settings (or of the old format), or no
+            user has enough answers.
+    """
+    started, root = time.perf_counter(), Path(out_dir)
+    _refuse_old_format(root)
+    users = benchmark_users(settings)
+    job = BenchmarkJob(settings, student)
+    task_lm, proposer_lm = settings.lm_configs(**lm_options)
+    run = RunSettings(seed=settings.seed, engine=engine, max_workers=max_workers, num_threads=settings.num_threads,
+                      on_bad_record="skip", display_progress=display_progress)
+    source = DataSource(users.dataset, users.path, sha256_file(users.path), {"n_train": settings.n_train,
+                                                                            "n_test": settings.n_test})
+    common = {"task_lm": task_lm, "proposer_lm": proposer_lm, "settings": run, "source": source}
+    estimate_user_jobs(list(users.users), job, run_dir=root, **common)  # refuses other settings; writes nothing
+    run_dir = RunDir(root)
+    run_dir.write_json("settings.json", settings.to_dict())
+    run_dir.write_json("splits.json", users.manifest)
+    summary = run_user_jobs(list(users.users), job, run_dir=root, **common)
+    for failure in summary.failures:
+        logger.warning("User %s failed, its methods are not in the report (re-run to retry): %s", failure.user_id,
+                       failure.reason)
+    return build_report(root, settings, users, command=command, seconds_this_invocation=time.perf_counter() - started)
+
+
+def rebuild_report(out_dir: str | Path) -> BenchmarkReport:
+    """Re-render a run directory's report from its stored results (no data, LM or run is needed)."""
+    root = Path(out_dir)
+    if not (root / "settings.json").exists():
+        raise ValueError(f"{root} is not a benchmark run directory (no settings.json).")
+    previous = json.loads((root / "report.json").read_text()) if (root / "report.json").exists() else {}
+    return build_report(root, BenchmarkSettings.from_dict(json.loads((root / "settings.json").read_text())),
+                        BenchmarkUsers(json.loads((root / "splits.json").read_text())), command=previous.get("command"))

@@ -1,12 +1,14 @@
 """The `fermi-dspy` command (also `python -m fermi_dspy`).
 
     fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run   # many users: estimate, then run/resume
+    fermi-dspy answer --run-dir runs/hwang --input rows.jsonl --output out.jsonl  # serve a finished run's users
     fermi-dspy models list | fetch NAME                                  # the embedded local models
     fermi-dspy run                       # from a checkout: the main job, Fermi vs two baselines on a few real users
     fermi-dspy bench run --data hwang --users 10                         # from a checkout: the benchmark
 
-The library's own commands are `personalize` and `models`. Every other command is a plugin: an entry point of the
-group `fermi_dspy.commands` whose name is the command and whose value names a `Command`, e.g. in a pyproject.toml
+The library's own commands are `personalize`, `answer` and `models`. Every other command is a plugin: an entry
+point of the group `fermi_dspy.commands` whose name is the command and whose value names a `Command`, e.g. in a
+pyproject.toml
 
     [project.entry-points."fermi_dspy.commands"]
     run = "programs.main_job"
@@ -104,10 +106,11 @@ def load_command(name: str, target: str) -> Command:
 
 
 def commands() -> dict[str, Command]:
-    """Every subcommand but `models` (which parses its own arguments): `personalize`, then the plugins."""
+    """Every subcommand but `models` (which parses its own arguments): `personalize`, `answer`, then the plugins."""
+    from fermi_dspy.runs import answer_cli as answer
     from fermi_dspy.runs import cli as personalize
 
-    found: dict[str, Command] = {"personalize": personalize}
+    found: dict[str, Command] = {"personalize": personalize, "answer": answer}
     for name, target in declared_commands().items():
         found.setdefault(name, load_command(name, target))
     return found

@@ -13,7 +13,8 @@ EXPORTED = {
     "fermi_dspy": [
         "Fermi", "FermiError", "FermiResult", "IterationRecord", "LMUsage", "PersonalizedProgram", "Profile",
         "ProposePersonalizedPrompt", "ProposePromptFromScores", "ScoredPrompt", "TfidfEmbedder", "answer_accuracy",
-        "answer_feedback", "answer_probability", "initial_prompt", "option_index", "render_profile", "with_prompt",
+        "answer_feedback", "answer_probability", "initial_prompt", "option_index", "rating_errors", "rating_score",
+        "render_profile", "with_prompt",
     ],
     "fermi_dspy.data": [
         "ALIASES", "DATASETS", "DATA_DIR_ENV", "LAMP2_TAGS", "MOVIELENS_RATING", "MOVIELENS_TAG", "BadRecord",
@@ -28,12 +29,16 @@ EXPORTED = {
         "server_lm", "stop_all_servers",
     ],
     "fermi_dspy.runs": [
-        "DataSource", "FermiJob", "JobContext", "JobOutput", "LMConfig", "ManifestMismatchError",
-        "RayNotInstalledError", "RunDir", "RunError", "RunEstimate", "RunLockedError", "RunSettings", "RunSummary",
+        "DataSource", "FermiJob", "JobContext", "JobOutput", "LMConfig", "ManifestMismatchError", "ProgramStore",
+        "RayNotInstalledError", "RunDir", "RunError", "RunEstimate", "RunInProgressError", "RunLockedError",
+        "RunSettings", "RunSummary",
         "Secret", "UserAbortError", "UserData", "UserFailure", "UserJob", "WorkEstimate", "estimate_user_jobs",
         "estimate_users", "personalize_users", "prepare_users", "run_user_jobs", "user_dir_name",
     ],
-    "fermi_dspy.programs": ["AnswerSurveyQuestion", "OpinionQA", "format_options", "option_letters", "with_choices"],
+    "fermi_dspy.programs": [
+        "AnswerSurveyQuestion", "MovieRating", "MovieTagging", "OpinionQA", "RateMovie", "TagMovie", "achoose",
+        "choose", "format_options", "option_letters", "stable_adapter", "with_choices",
+    ],
 }
 
 
@@ -59,10 +64,9 @@ def test_the_library_never_imports_the_repositorys_programs():
 
 ERRORS = ["fermi_dspy.data.DataError", "fermi_dspy.data.DataNotFoundError", "fermi_dspy.runs.RunError",
           "fermi_dspy.runs.ManifestMismatchError", "fermi_dspy.runs.RunLockedError",
-          "fermi_dspy.runs.RayNotInstalledError", "fermi_dspy.accounting.BudgetExhaustedError"]
-#: Roots in the lead's files, to move under FermiError there (fermi_dspy/lm/errors.py: class LocalLMError(FermiError,
-#: RuntimeError)); strict, so the test says when it is done.
-PENDING = ["fermi_dspy.lm.LocalLMError"]
+          "fermi_dspy.runs.RayNotInstalledError", "fermi_dspy.accounting.BudgetExhaustedError",
+          "fermi_dspy.lm.LocalLMError", "fermi_dspy.lm.UnknownModelError", "fermi_dspy.lm.ServerError",
+          "fermi_dspy.runs.RunInProgressError"]
 
 
 def _error(path: str) -> type:
@@ -70,8 +74,7 @@ def _error(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-@pytest.mark.parametrize("path", [*ERRORS, *(pytest.param(p, marks=pytest.mark.xfail(
-    reason="LocalLMError is rooted in fermi_dspy/lm/errors.py (lead's file)", strict=True)) for p in PENDING)])
+@pytest.mark.parametrize("path", ERRORS)
 def test_every_error_of_the_library_is_a_fermi_error(path):
     assert issubclass(_error(path), FermiError)
 

@@ -39,7 +39,13 @@ def _sort_key(seed: int, user_id: str, example_id: str) -> bytes:
     return hashlib.sha256(f"{seed}\x1f{user_id}\x1f{example_id}".encode()).digest()
 
 
-def _n_train(n_train: int | float, n: int, user_id: str) -> int:
+def _n_train(n_train: int | float | None, n: int, user_id: str, n_test: int | None) -> int:
+    if n_train is None:
+        if n_test is None:
+            raise ValueError("n_train=None (every answer not held out) needs a fixed n_test.")
+        if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+            raise ValueError(f"n_test must be a non-negative int, got {n_test!r}.")
+        return max(0, n - n_test)
     if isinstance(n_train, bool):
         raise TypeError(f"n_train must be an int or a float fraction, got {n_train!r}.")
     if isinstance(n_train, int):
@@ -55,7 +61,8 @@ def _n_train(n_train: int | float, n: int, user_id: str) -> int:
     raise TypeError(f"n_train must be an int or a float fraction, got {type(n_train).__name__} for user {user_id}.")
 
 
-def split_user(record: UserRecord, *, n_train: int | float, n_test: int | None = None, seed: int = 0) -> UserSplit:
+def split_user(record: UserRecord, *, n_train: int | float | None, n_test: int | None = None,
+               seed: int = 0) -> UserSplit:
     """Split one user's examples into train and test, deterministically.
 
     Each example gets a pseudo-random key from `sha256(seed, user_id, example_id)`; examples are ordered by key,
@@ -64,10 +71,14 @@ def split_user(record: UserRecord, *, n_train: int | float, n_test: int | None =
     examples, or the Python hash seed. For a fixed `n_test`, growing `n_train` keeps the test set fixed and the
     smaller training set a prefix of the larger one. Both lists are in key order (shuffled, reproducibly).
 
+    With `n_train=None` (every answer not held out), a user who gives more answers keeps every earlier training
+    answer in training: a new answer can only push a test answer into training, never the reverse. That is the split
+    under which a user's program can be updated from new answers (`Fermi.compile(..., init=...)`).
+
     Args:
         record: The user.
-        n_train: Number of training examples, or a float in (0, 1): that fraction of the user's examples (rounded
-            half up).
+        n_train: Number of training examples, a float in (0, 1): that fraction of the user's examples (rounded
+            half up), or None: every example not in the test set (needs `n_test`).
         n_test: Number of test examples; None for every example not in train.
         seed: The split seed.
 
@@ -79,7 +90,7 @@ def split_user(record: UserRecord, *, n_train: int | float, n_test: int | None =
         TypeError: `n_train` or `n_test` has the wrong type.
     """
     n = len(record.examples)
-    k = _n_train(n_train, n, record.user_id)
+    k = _n_train(n_train, n, record.user_id, n_test)
     if n_test is not None and (isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0):
         raise ValueError(f"n_test must be a non-negative int or None, got {n_test!r}.")
     wanted = k + (n_test or 0)
@@ -105,7 +116,7 @@ def split_user(record: UserRecord, *, n_train: int | float, n_test: int | None =
 
 
 def split_users(
-    records: Iterable[UserRecord], *, n_train: int | float, n_test: int | None = None, seed: int = 0
+    records: Iterable[UserRecord], *, n_train: int | float | None, n_test: int | None = None, seed: int = 0
 ) -> list[UserSplit]:
     """`split_user` for each record (same arguments); each user's split is independent of the others."""
     return [split_user(r, n_train=n_train, n_test=n_test, seed=seed) for r in records]

@@ -1,8 +1,10 @@
 """Errors raised by the local LM layer.
 
 Every error names what went wrong and the command or setting that fixes it. They all derive from
-:class:`LocalLMError`, so callers can catch one type.
+:class:`LocalLMError`, so callers can catch one type (itself a `fermi_dspy.FermiError`).
 """
+
+from fermi_dspy.errors import FermiError
 
 #: The command that downloads and verifies an embedded model. Kept in one place so error messages agree.
 FETCH_COMMAND = "fermi-dspy models fetch {name}"
@@ -11,7 +13,7 @@ FETCH_COMMAND = "fermi-dspy models fetch {name}"
 INSTALL_LOCAL_COMMAND = "pip install 'fermi-dspy[local]'"
 
 
-class LocalLMError(RuntimeError):
+class LocalLMError(FermiError, RuntimeError):
     """Base class for every error of :mod:`fermi_dspy.lm`."""
 
 

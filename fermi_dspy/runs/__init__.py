@@ -10,7 +10,7 @@ summary = personalize_users("hwang", run_dir="runs/hwang", task_lm="local", ferm
 Command line: `fermi-dspy personalize --data hwang --run-dir runs/hwang --dry-run` (or `python -m fermi_dspy.runs`).
 The run directory's layout is described in `fermi_dspy.runs.layout`; budgets in `fermi_dspy.runs.budget`; the LM
 guard (fail-fast on broken endpoints, per-call seeds) in `fermi_dspy.runs.guard`. Other per-user work plugs in as a
-`UserJob` run by `run_user_jobs`.
+`UserJob` run by `run_user_jobs`. A finished run's programs are served by user id with `ProgramStore`.
 """
 
 from fermi_dspy.runs.api import estimate_users, personalize_users
@@ -27,6 +27,7 @@ from fermi_dspy.runs.inputs import prepare_users
 from fermi_dspy.runs.jobs import JobContext, JobOutput, UserData, UserJob, WorkEstimate
 from fermi_dspy.runs.layout import RunDir, user_dir_name
 from fermi_dspy.runs.lms import LMConfig, Secret
+from fermi_dspy.runs.program_store import ProgramStore, RunInProgressError
 from fermi_dspy.runs.runner import estimate_user_jobs, run_user_jobs
 from fermi_dspy.runs.settings import DataSource, RunSettings
 from fermi_dspy.runs.summary import RunSummary, UserFailure
@@ -38,10 +39,12 @@ __all__ = [
     "JobOutput",
     "LMConfig",
     "ManifestMismatchError",
+    "ProgramStore",
     "RayNotInstalledError",
     "RunDir",
     "RunError",
     "RunEstimate",
+    "RunInProgressError",
     "RunLockedError",
     "RunSettings",
     "RunSummary",

@@ -24,7 +24,7 @@ def personalize_users(
     run_dir: str | Path,
     data_path: str | Path | None = None,
     limit: int | None = None,
-    n_train: int | float = 10,
+    n_train: int | float | None = 10,
     n_test: int | None = 20,
     student: Student = None,
     fermi: Mapping[str, Any] | None = None,
@@ -50,7 +50,8 @@ def personalize_users(
         run_dir: The run directory (see `fermi_dspy.runs.layout`).
         data_path: The data file or folder for a data set name (default: ../shared/data or `$FERMI_DSPY_DATA`).
         limit: Only the first `limit` users.
-        n_train: Train examples per user (or a fraction of the user's examples).
+        n_train: Train examples per user, a fraction of the user's examples, or None: every answer not in the test
+            set (a user who gives more answers can then be updated, see `FermiJob`).
         n_test: Test examples per user (None: all the rest; 0: no evaluation).
         student: The program to personalize (default `fermi_dspy.programs:OpinionQA`).
         fermi: `Fermi` arguments, e.g. {"num_iterations": 3, "num_candidates": 3, "retrieval_fields": ["question"]}.
@@ -94,7 +95,7 @@ def estimate_users(
     run_dir: str | Path | None = None,
     data_path: str | Path | None = None,
     limit: int | None = None,
-    n_train: int | float = 10,
+    n_train: int | float | None = 10,
     n_test: int | None = 20,
     student: Student = None,
     fermi: Mapping[str, Any] | None = None,
@@ -115,7 +116,7 @@ def estimate_users(
                               settings=settings, source=source)
 
 
-def _prepare(users: UsersInput, data_path: str | Path | None, limit: int | None, n_train: int | float,
+def _prepare(users: UsersInput, data_path: str | Path | None, limit: int | None, n_train: int | float | None,
              n_test: int | None, student: Student, fermi: Mapping[str, Any] | None, job: UserJob | None,
              settings: RunSettings) -> tuple[list[UserData], DataSource, UserJob]:
     job = job or FermiJob(student, fermi=fermi, evaluate=bool(n_test))

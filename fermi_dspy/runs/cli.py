@@ -34,14 +34,24 @@ PAPER = {"iterations": 10, "candidates": 4, "memory": 5, "train": 20}
 DEFAULTS = {"iterations": 3, "candidates": 3, "memory": 5, "train": 10}
 
 
+def _train_count(value: str) -> int | str:
+    if value == "all":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--train takes a number of answers or 'all', got {value!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the `personalize` options to `parser`."""
     data = parser.add_argument_group("users")
     data.add_argument("--data", default="panelists", help="panelists (default), hwang or global")
     data.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
     data.add_argument("--users", type=int, default=None, help="only the first N users (default: all)")
-    data.add_argument("--train", type=int, default=None, help=f"answers per user to learn from (default "
-                      f"{DEFAULTS['train']}; {PAPER['train']} with --paper)")
+    data.add_argument("--train", type=_train_count, default=None, help=f"answers per user to learn from (default "
+                      f"{DEFAULTS['train']}; {PAPER['train']} with --paper), or 'all': every answer not held out, "
+                      "the split under which a user who gives more answers can be updated instead of redone")
     data.add_argument("--test", type=int, default=20, help="held-out answers per user to score on (default 20)")
     data.add_argument("--on-bad-record", choices=["raise", "skip"], default="raise",
                       help="refuse to start when the data has bad records (default), or skip and list them")
@@ -132,7 +142,7 @@ def lm_configs(args: argparse.Namespace) -> tuple[LMConfig, LMConfig | None]:
 def _common(args: argparse.Namespace) -> dict[str, Any]:
     paper = PAPER if args.paper else {}
 
-    def pick(name: str) -> int:
+    def pick(name: str) -> Any:
         value = getattr(args, name)
         return value if value is not None else paper.get(name, DEFAULTS[name])
 
@@ -140,7 +150,7 @@ def _common(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "data_path": args.data_path,
         "limit": args.users,
-        "n_train": pick("train"),
+        "n_train": None if pick("train") == "all" else pick("train"),
         "n_test": args.test,
         "student": args.student,
         "fermi": {"num_iterations": pick("iterations"), "num_candidates": pick("candidates"),

@@ -15,7 +15,7 @@ import dspy
 from fermi_dspy import progress
 from fermi_dspy.accounting import BudgetExhaustedError, CallBudget, tokens_of, with_budget
 from fermi_dspy.metrics import answer_accuracy, call_metric, normalize_metric_output
-from fermi_dspy.optimizer import CallPlan, Fermi, render_task, split_examples
+from fermi_dspy.optimizer import CallPlan, Fermi, check_init, render_task, split_examples
 from fermi_dspy.parallel import parallel_map
 from fermi_dspy.profile import initial_prompt, render_profile
 from fermi_dspy.program import PersonalizedProgram
@@ -85,6 +85,8 @@ class FermiJob(UserJob):
     """
 
     name = "fermi"
+    updates_changed_users = True
+    previous_files = ("program.json",)
 
     def __init__(
         self,
@@ -217,8 +219,11 @@ class FermiJob(UserJob):
             **self.fermi, prompt_model=context.proposer_lm, task_model=context.task_lm, max_lm_calls=compile_calls,
             max_cost=compile_cost, seed=context.seed, num_threads=context.num_threads, display_progress=False,
         )
-        program = optimizer.compile(self.student, trainset=list(user.train), profile=user.profile)
+        init, update = self._earlier_program(user, context)
+        program = optimizer.compile(self.student, trainset=list(user.train), profile=user.profile, init=init)
         compiled = program.detailed_results
+        if init is not None:
+            update.update(rescored_calls=compiled.rescored_calls, prompts_before=len(init.prompts))
         compile_calls_used = context.usage().calls
         scores, answers = self._evaluate(program, test, context) if test else ([], [])
         scored = [s for s in scores if s is not None]
@@ -236,6 +241,7 @@ class FermiJob(UserJob):
             "candidates_scored": compiled.num_candidates_scored,
             "prompts_kept": len(program.prompts),
             "best_prompt": program.prompts[0],
+            **({"update": update} if update is not None else {}),
             "calls": {
                 "compile_task": compiled.task_usage.calls,
                 "compile_proposer": compiled.proposer_usage.calls,
@@ -246,6 +252,34 @@ class FermiJob(UserJob):
         details["test"] = {"scores": scores, "answers": answers}
         files = {"program.json": _program_json(program), "details.json": json.dumps(details, indent=1, default=str)}
         return JobOutput(result, files, budget_limited=compiled.stop_reason == "budget" or unscored > 0)
+
+    def _earlier_program(self, user: UserData, context: JobContext) -> tuple[PersonalizedProgram | None,
+                                                                             dict[str, Any] | None]:
+        """For a user whose input changed: its earlier program to update from (None: compile afresh) and what the
+        result records about the update. A program that learned from answers no longer in the training split (the
+        seeded split moved them to test, or they were removed) cannot be updated: the user is compiled afresh, and
+        the reason is recorded and logged."""
+        if not context.changed_input:
+            return None, None
+        text = context.previous_files.get("program.json")
+        if text is None:
+            reason = "its earlier program.json is missing"
+        else:
+            with tempfile.TemporaryDirectory(prefix="fermi-program-") as folder:
+                path = Path(folder) / "program.json"
+                path.write_text(text, encoding="utf-8")
+                earlier = PersonalizedProgram(self.student, embedder=self.optimizer.embedder)
+                earlier.load(str(path))
+            try:
+                check_init(earlier, list(user.train), user.profile, self._base_instructions)
+            except (TypeError, ValueError) as exc:
+                reason = str(exc)
+            else:
+                logger.info("User %s: its input changed; updating its program from the earlier one.", user.user_id)
+                return earlier, {"mode": "incremental"}
+        logger.warning("User %s: its input changed but its program cannot be updated (%s); compiling afresh.",
+                       user.user_id, reason)
+        return None, {"mode": "fresh", "reason": reason}
 
     def _evaluate(
         self, program: dspy.Module, test: list[dspy.Example], context: JobContext, label: str = "fermi"

@@ -14,7 +14,8 @@ UsersInput = str | LoadedUsers | Sequence[UserRecord] | Sequence[UserData]
 
 
 def split_records(
-    records: Sequence[UserRecord], *, n_train: int | float, n_test: int | None, seed: int, origin: str = "<records>"
+    records: Sequence[UserRecord], *, n_train: int | float | None, n_test: int | None, seed: int,
+    origin: str = "<records>",
 ) -> tuple[list[UserData], list[BadRecord], list[BadRecord]]:
     """Split each record into train/test (`split_user`, seeded).
 
@@ -46,7 +47,7 @@ def prepare_users(
     data_path: str | Path | None = None,
     on_bad_record: BadRecordPolicy = "raise",
     limit: int | None = None,
-    n_train: int | float = 10,
+    n_train: int | float | None = 10,
     n_test: int | None = 20,
     seed: int = 0,
 ) -> tuple[list[UserData], DataSource]:
@@ -62,7 +63,8 @@ def prepare_users(
             (no recorded choice) is not a bad record: it is left out with a warning and listed in
             `DataSource.excluded`.
         limit: Use only the first `limit` users.
-        n_train: Train examples per user (int, or a fraction of the user's examples).
+        n_train: Train examples per user (int, a fraction of the user's examples, or None: every answer not held
+            out).
         n_test: Test examples per user (None: all the rest).
         seed: Seeds the split.
 

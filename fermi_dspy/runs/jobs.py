@@ -102,7 +102,10 @@ class JobContext:
         seed: The run's seed.
         num_threads: Parallel LM calls within this user.
         usage: Returns the user's LM usage so far (every call through the two LMs and their copies).
-        previous: The result of the user's earlier finished attempt, when the job asked to run it again (`redo`).
+        previous: The result of the user's earlier finished attempt, when the job asked to run it again (`redo`), or
+            when the user's input changed and the job updates changed users (`UserJob.updates_changed_users`).
+        previous_files: That attempt's files named in `UserJob.previous_files` (name -> text; those it had).
+        changed_input: The user's input changed since `previous` was computed (an update, not a `redo`).
     """
 
     task_lm: dspy.BaseLM
@@ -113,6 +116,8 @@ class JobContext:
     num_threads: int
     usage: Callable[[], LMUsage]
     previous: dict[str, Any] | None = None
+    previous_files: dict[str, str] = field(default_factory=dict)
+    changed_input: bool = False
 
 
 @dataclass
@@ -135,9 +140,16 @@ class UserJob(abc.ABC):
 
     Attributes:
         name: Short name of the job, stored in the manifest.
+        updates_changed_users: A finished user whose input changed (its input hash differs) is run again with its
+            earlier result and files in the context (`JobContext.previous`, `previous_files`), for the job to update
+            it, instead of refusing the resume. The data file's hash then leaves the run's identity: each user's own
+            input hash decides what is run again.
+        previous_files: The files of a user's earlier attempt that the job reads when it runs the user again.
     """
 
     name: str = "job"
+    updates_changed_users: bool = False
+    previous_files: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:

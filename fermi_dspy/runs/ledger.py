@@ -145,9 +145,10 @@ class LedgerTotals:
     def fingerprints(self) -> set[str]:
         return {a.fingerprint for a in self.attempts.values() if a.fingerprint}
 
-    def usage(self, *, before: int | None = None) -> LMUsage:
-        """Summed usage of the attempts (those numbered below `before`, if given)."""
-        return sum((a.usage for n, a in self.attempts.items() if before is None or n < before), LMUsage())
+    def usage(self, *, before: int | None = None, since: int = 0) -> LMUsage:
+        """Summed usage of the attempts (those numbered below `before`, if given, and from `since` on)."""
+        return sum((a.usage for n, a in self.attempts.items() if (before is None or n < before) and n >= since),
+                   LMUsage())
 
 
 def _reply(record: dict[str, Any]) -> LMUsage:

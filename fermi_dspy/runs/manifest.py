@@ -81,8 +81,11 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def check_resume(existing: Mapping[str, Any], identity: Mapping[str, Any], run_dir: Path) -> list[str]:
+def check_resume(existing: Mapping[str, Any], identity: Mapping[str, Any], run_dir: Path, *,
+                 also_accepted: frozenset[str] = frozenset()) -> list[str]:
     """Check that `identity` is the run recorded in `existing`; return notes about harmless changes.
+
+    `also_accepted` are fingerprints of the same settings as recorded by earlier versions.
 
     Raises:
         ManifestMismatchError: A result-affecting setting differs (the message lists each difference).
@@ -92,7 +95,7 @@ def check_resume(existing: Mapping[str, Any], identity: Mapping[str, Any], run_d
             f"{run_dir} holds a run of format {existing.get('format')!r}, not {FORMAT!r}; use another run directory."
         )
     old_identity = existing.get("identity", {})
-    if existing.get("fingerprint") != fingerprint(identity):
+    if existing.get("fingerprint") not in {fingerprint(identity), *also_accepted}:
         listed = _listed(differences(old_identity, dict(identity)))
         raise ManifestMismatchError(
             f"Cannot resume {run_dir}: it holds a run with other settings, data or LMs:\n{listed}\n"
@@ -124,7 +127,8 @@ def other_settings_error(run_dir: Path, users: list[str], old_identity: Any, ide
 
 
 def check_orphaned_records(run_dir: Path, state: str, records: Mapping[str, Mapping[str, Any]],
-                           identity: Mapping[str, Any], *, rebuild: bool) -> str:
+                           identity: Mapping[str, Any], *, rebuild: bool,
+                           also_accepted: frozenset[str] = frozenset()) -> str:
     """Decide about user records left under a missing or unreadable manifest.
 
     Args:
@@ -146,7 +150,7 @@ def check_orphaned_records(run_dir: Path, state: str, records: Mapping[str, Mapp
     header = (f"Cannot resume {run_dir}: manifest.json {state}, but users/ holds records of {len(records)} users "
               f"({finished} finished). Without the manifest the settings they were computed under cannot be checked "
               "against the ones given now, and resuming could mix results of two runs.")
-    other = {name: r for name, r in records.items() if r["fingerprints"] - {current}}
+    other = {name: r for name, r in records.items() if r["fingerprints"] - {current, *also_accepted}}
     if other:
         old = next((r["identity"] for r in other.values() if isinstance(r["identity"], Mapping)), None)
         listed = _listed(differences(old, dict(identity))) if old is not None else "  (not recorded)"

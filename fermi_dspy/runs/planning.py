@@ -37,6 +37,10 @@ class PlannedUser:
     ledger: LedgerTotals = field(default_factory=LedgerTotals)
     damaged: str | None = None
     previous: dict[str, Any] | None = None
+    #: The user finished on other input than it has now and the job updates it (`UserJob.updates_changed_users`).
+    changed_input: bool = False
+    #: Attempts numbered up to this one computed the earlier input's result: they are not charged to the update.
+    update_after: int = 0
 
     def spent_before(self) -> LMUsage:
         """What the user's attempts so far spent (the ledger, or failure.json where it says more)."""
@@ -44,7 +48,7 @@ class PlannedUser:
         recorded = LMUsage(int(failure.get("calls_spent") or 0), int(failure.get("failed_calls") or 0),
                            int(failure.get("prompt_tokens") or 0), int(failure.get("completion_tokens") or 0),
                            None if failure.get("cost_spent") is None else float(failure["cost_spent"]))
-        return self.ledger.usage().at_least(recorded)
+        return self.ledger.usage(since=self.update_after + 1).at_least(recorded)
 
     @property
     def calls_spent_before(self) -> int:
@@ -60,11 +64,18 @@ class PlannedUser:
 
 
 def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, settings: RunSettings, *,
-               identity: Mapping[str, Any] | None = None, fingerprint: str | None = None) -> list[PlannedUser]:
+               identity: Mapping[str, Any] | None = None, fingerprint: str | None = None,
+               also_accepted: frozenset[str] = frozenset()) -> list[PlannedUser]:
     """Each user's state (finished, failed, to run) and LM-call allotment; `run_dir` None for a new run.
 
     A result.json that does not parse or lacks a field counts as missing: the user is run again (the reason is
-    logged), and what its attempts spent stays charged.
+    logged), and what its attempts spent stays charged. A finished user whose input changed is run again as an update
+    when the job updates changed users (its earlier result in `previous`; the attempts that computed it are not
+    charged to the update), and refused otherwise.
+
+    Args:
+        also_accepted: Fingerprints besides `fingerprint` that finished results may carry (the same settings,
+            fingerprinted by an earlier version).
 
     Raises:
         ManifestMismatchError: A finished user's input data changed, or its result was computed under other settings
@@ -72,6 +83,7 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
     """
     planned = []
     other: list[PlannedUser] = []
+    accepted = {fingerprint, *also_accepted}
     for index, user in enumerate(users):
         min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
         item = PlannedUser(index, user, min_calls, max_calls)
@@ -86,12 +98,16 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
             if item.result is None:
                 item.ledger = run_dir.read_ledger(user.user_id)
         finished = item.result or item.previous
-        if finished is not None and finished.get("input_sha256") != user.fingerprint():
+        if finished is not None and finished.get("input_sha256") != user.fingerprint() and job.updates_changed_users:
+            item.previous, item.result, item.changed_input = finished, None, True
+            item.update_after = int(finished.get("attempts") or 0)
+            item.ledger = run_dir.read_ledger(user.user_id)
+        elif finished is not None and finished.get("input_sha256") != user.fingerprint():
             raise ManifestMismatchError(
                 f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
                 f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
             )
-        if finished is not None and fingerprint is not None and finished["run_fingerprint"] != fingerprint:
+        if finished is not None and fingerprint is not None and finished["run_fingerprint"] not in accepted:
             other.append(item)
         planned.append(item)
     if other:
@@ -166,7 +182,12 @@ def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> L
             earlier = budget.get("earlier_attempts")
             total += LMUsage.from_dict(item.result.get("usage")) + LMUsage.from_dict(
                 earlier if isinstance(earlier, Mapping) else {"calls": budget.get("calls_in_failed_attempts", 0)})
+            total += LMUsage.from_dict((item.result.get("updated_from") or {}).get("usage"))
             continue
+        if item.changed_input and item.previous is not None:  # what computed the earlier input's result
+            total += LMUsage.from_dict(item.previous.get("usage")) + LMUsage.from_dict(
+                (item.previous.get("budget") or {}).get("earlier_attempts"))
+            total += LMUsage.from_dict((item.previous.get("updated_from") or {}).get("usage"))
         if run_dir is not None:
             item.ledger = run_dir.read_ledger(item.user.user_id)
         total += item.spent_before()

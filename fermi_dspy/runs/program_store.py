@@ -67,6 +67,15 @@ def _is_locked(path: Path) -> bool:
     return False
 
 
+def _stamp(folder: Path | None) -> tuple[int, int] | None:
+    """(mtime, size) of a user's program file, to notice a rewrite; None when it is gone."""
+    try:
+        info = (folder / PROGRAM_FILE).stat() if folder is not None else None
+    except OSError:
+        return None
+    return None if info is None else (info.st_mtime_ns, info.st_size)
+
+
 class ProgramStore(Mapping[str, PersonalizedProgram]):
     """The finished users of a run directory, as a read-only mapping from user id to `PersonalizedProgram`.
 
@@ -102,6 +111,7 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         self.max_loaded = max_loaded
         self._lock = threading.Lock()
         self._loaded: OrderedDict[str, PersonalizedProgram] = OrderedDict()
+        self._stamps: dict[str, tuple[int, int] | None] = {}
         self._folders = self._scan()
 
     def _scan(self) -> dict[str, Path]:
@@ -121,10 +131,15 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         return folders
 
     def refresh(self) -> None:
-        """Look for users finished since the store was opened (with `allow_running`)."""
+        """Look for users finished since the store was opened (with `allow_running`), and reload, when next asked
+        for, every user whose program was rewritten since it was loaded (a resume that updated the user)."""
         folders = self._scan()
         with self._lock:
             self._folders = folders
+            for user_id in list(self._loaded):
+                stamp = _stamp(folders.get(user_id))
+                if stamp is None or stamp != self._stamps.get(user_id):
+                    del self._loaded[user_id]
 
     def __len__(self) -> int:
         return len(self._folders)
@@ -147,13 +162,16 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
             raise KeyError(f"No finished user {user_id!r} in {self.run_dir.path} ({len(self._folders)} users"
                            + (f", e.g. {known}" if known else "") + "). Check the id, or whether the user failed "
                            "(failures.json) or has not run yet.")
+        stamp = _stamp(folder)
         program = PersonalizedProgram(self.student(), embedder=self.embedder)
         program.load(str(folder / PROGRAM_FILE))
         with self._lock:
             self._loaded[user_id] = program
+            self._stamps[user_id] = stamp
             self._loaded.move_to_end(user_id)
             while len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+                dropped, _ = self._loaded.popitem(last=False)
+                self._stamps.pop(dropped, None)
         return program
 
     @property

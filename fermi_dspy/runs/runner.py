@@ -47,9 +47,21 @@ logger = logging.getLogger(__name__)
 
 def _identity(job: UserJob, task: LMConfig, proposer: LMConfig, source: DataSource,
               settings: RunSettings) -> dict[str, Any]:
-    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`)."""
+    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`). For a job that updates users whose
+    input changed, the data file's hash is left out: each user's own input hash decides what is run again."""
+    data = source.identity()
+    if job.updates_changed_users:
+        data.pop("sha256", None)
     return {"job": job.describe(), "lms": {"task": task.describe(), "proposer": proposer.describe()},
-            "data": source.identity(), **settings.identity()}
+            "data": data, **settings.identity()}
+
+
+def _earlier_fingerprints(job: UserJob, identity: dict[str, Any], source: DataSource) -> frozenset[str]:
+    """Fingerprints the same settings had before the data file's hash left the identity of updating jobs (runs
+    started by earlier versions of fermi-dspy), with the data file as it is now."""
+    if not job.updates_changed_users:
+        return frozenset()
+    return frozenset({fingerprint({**identity, "data": {**identity["data"], "sha256": source.sha256}})})
 
 
 def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
@@ -72,8 +84,8 @@ def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _check_run(run_dir: RunDir, identity: dict[str, Any], settings: RunSettings) -> tuple[dict[str, Any] | None,
-                                                                                           list[str]]:
+def _check_run(run_dir: RunDir, identity: dict[str, Any], settings: RunSettings,
+               also_accepted: frozenset[str] = frozenset()) -> tuple[dict[str, Any] | None, list[str]]:
     """Check that `identity` may run in `run_dir`, writing nothing: (the manifest there or None, notes).
 
     Raises:
@@ -89,21 +101,38 @@ def _check_run(run_dir: RunDir, identity: dict[str, Any], settings: RunSettings)
             raise RunError(f"{run_dir.path} already holds user records; resume it (resume=True, the default) or "
                            "choose a new run directory.")
         note = check_orphaned_records(run_dir.path, problem or "is missing", records, identity,
-                                      rebuild=settings.rebuild_manifest)
+                                      rebuild=settings.rebuild_manifest, also_accepted=also_accepted)
         return None, [note]
     if not settings.resume:
         raise RunError(f"{run_dir.path} already holds a run; resume it (resume=True, the default) or choose a new "
                        "run directory.")
-    return existing, check_resume(existing, identity, run_dir.path)
+    return existing, check_resume(existing, identity, run_dir.path, also_accepted=also_accepted)
 
 
 def _open_run(run_dir: RunDir, identity: dict[str, Any], source: DataSource, settings: RunSettings,
-              task: LMConfig, proposer: LMConfig) -> list[str]:
-    """Write the manifest of a new (or rebuilt) run, or check that `identity` is the run already there; return notes."""
-    existing, notes = _check_run(run_dir, identity, settings)
+              task: LMConfig, proposer: LMConfig, also_accepted: frozenset[str] = frozenset()) -> list[str]:
+    """Write the manifest of a new (or rebuilt) run, or check that `identity` is the run already there; return notes.
+
+    When the data file changed under a job that updates changed users, the manifest's data source becomes the new
+    file, and its `data_changes` keep the hashes it had before.
+    """
+    existing, notes = _check_run(run_dir, identity, settings, also_accepted)
     if existing is None:
         run_dir.write_json(MANIFEST, build_manifest(identity, data_source=source.describe(), execution={
             **settings.execution(), "lms": {"task": task.execution(), "proposer": proposer.execution()}}))
+        return notes
+    old_source = existing.get("data_source") or {}
+    if existing.get("fingerprint") != fingerprint(identity) or old_source.get("sha256") != source.sha256:
+        change = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sha256_before": old_source.get("sha256"),
+                  "sha256": source.sha256, "path": source.path}
+        updated = {**existing, "fingerprint": fingerprint(identity), "identity": identity,
+                   "data_source": source.describe(),
+                   "data_changes": [*existing.get("data_changes", []), change]}
+        run_dir.write_json(MANIFEST, updated)
+        run_dir.event("data_changed", **change)
+        if old_source.get("sha256") != source.sha256:
+            notes.append(f"the data file changed since the last invocation (sha256 {str(change['sha256_before'])[:12]}"
+                         f" -> {str(source.sha256)[:12]}): users whose answers changed are updated")
     return notes
 
 
@@ -210,14 +239,20 @@ def run_user_jobs(
     undo_redaction = install_log_redaction()
     try:
         with run.locked():
-            notes = _open_run(run, identity, source, settings, task, proposer)
+            earlier = _earlier_fingerprints(job, identity, source)
+            notes = _open_run(run, identity, source, settings, task, proposer, earlier)
             for note in notes:
                 logger.warning("Resuming %s: %s", run.path, note)
             run.end_cut_event()
             run.write_json(INPUT_PROBLEMS, {"policy": settings.on_bad_record,
                                             "bad_records": [problem_dict(p) for p in all_problems],
                                             "excluded": [problem_dict(p) for p in source.excluded]})
-            planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=run_fingerprint)
+            planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=run_fingerprint,
+                                 also_accepted=earlier)
+            updating = [p.user.user_id for p in planned if p.changed_input]
+            if updating:
+                logger.info("Run %s: %d user(s) whose input changed are updated from their earlier results: %s",
+                            run.path, len(updating), ", ".join(updating[:10]) + (" ..." if len(updating) > 10 else ""))
             already = sum(1 for p in planned if p.result is not None)
             todo = _to_run(planned, settings)
             workers = settings.max_workers or 1
@@ -225,7 +260,7 @@ def run_user_jobs(
             if todo:
                 logger.info("Run %s: %d users, %d already done; estimate for the rest:\n%s", run.path,
                             len(planned), already, estimate.format())
-            run.event("run_started", users=len(planned), already_done=already, to_run=len(todo),
+            run.event("run_started", users=len(planned), already_done=already, to_run=len(todo), updating=updating,
                       execution=settings.execution(), lms={"task": task.execution(), "proposer": proposer.execution()},
                       estimate=estimate.to_dict())
             scheduler = Scheduler(run, job, planned, settings, task, proposer, estimate, already, identity=identity,
@@ -267,12 +302,14 @@ def estimate_user_jobs(
     kept, _, all_problems = _screen(users, job, source, settings, None)
     identity = _identity(job, task, proposer, source, settings)
     run = RunDir(run_dir) if run_dir is not None else None
+    earlier = _earlier_fingerprints(job, identity, source)
     if run is not None and run.path.is_dir():
-        existing, _ = _check_run(run, identity, replace(settings, resume=True))
+        existing, _ = _check_run(run, identity, replace(settings, resume=True), earlier)
         if existing is None and not run.user_records():
             run = None
     else:
         run = None
-    planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=fingerprint(identity))
+    planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=fingerprint(identity),
+                         also_accepted=earlier)
     estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer, settings.max_workers or 1)
     return replace(estimate, bad_records=tuple(all_problems), excluded=tuple(source.excluded))

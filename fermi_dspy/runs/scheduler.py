@@ -10,6 +10,7 @@ import time
 from collections import deque
 from typing import Any
 
+from fermi_dspy.accounting import LMUsage
 from fermi_dspy.progress import listening as progress_events
 from fermi_dspy.runs.budget import CostLedger
 from fermi_dspy.runs.estimate import RunEstimate
@@ -77,8 +78,17 @@ class Scheduler:
         attempt = item.attempts_before + 1  # the ledger and item.failure are updated after each attempt
         ledger = self.run_dir.ledger_path(item.user.user_id).resolve()
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
-                        calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"))
+                        calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"),
+                        self._previous_files(item), item.changed_input)
         return task, "", cost_cap
+
+    def _previous_files(self, item: PlannedUser) -> dict[str, str]:
+        """The files of the user's earlier finished attempt that the job reads when it runs the user again."""
+        if item.previous is None:
+            return {}
+        folder = self.run_dir.user_path(item.user.user_id)
+        return {name: (folder / name).read_text(encoding="utf-8") for name in self.job.previous_files
+                if (folder / name).is_file()}
 
     def _start(self, task: UserTask) -> None:
         """Open the attempt in the user's ledger (before the worker charges its first call there)."""
@@ -118,7 +128,8 @@ class Scheduler:
                         self.progress.not_started(item.user.user_id, why)
                         continue
                     self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
-                                       max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name)
+                                       max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name,
+                                       **({"update": "its input changed"} if item.changed_input else {}))
                     self._start(task)
                     inflight[engine.submit(task)] = (item, task, reserved)
                 if not inflight:
@@ -182,6 +193,7 @@ class Scheduler:
             "input_sha256": item.user.fingerprint(),
             "run_fingerprint": self.fingerprint,
             "run_identity": self.identity,
+            **({"updated_from": _earlier_version(item.previous)} if item.changed_input and item.previous else {}),
             "timing": {"seconds": outcome.seconds, "worker": outcome.worker,
                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
         }
@@ -204,6 +216,19 @@ class Scheduler:
             spent = self.run_dir.read_ledger(uid).attempts.get(attempt)
             total += spent.calls if spent is not None else 0
         return total
+
+
+def _earlier_version(previous: dict[str, Any]) -> dict[str, Any]:
+    """What a user's result computed on its earlier input recorded: that input's hash, its attempts and everything
+    they (and versions before it) spent, so the run's usage keeps counting it."""
+    budget = previous.get("budget", {})
+    spent = LMUsage.from_dict(previous.get("usage")) + LMUsage.from_dict(budget.get("earlier_attempts") or {
+        "calls": budget.get("calls_in_failed_attempts", 0)})
+    before = previous.get("updated_from") or {}
+    spent += LMUsage.from_dict(before.get("usage"))
+    return {"input_sha256": previous.get("input_sha256"), "attempts": previous.get("attempts"),
+            "finished_at": (previous.get("timing") or {}).get("finished_at"), "usage": spent.to_dict(),
+            "updates": int(before.get("updates", 0)) + 1}
 
 
 def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler, status: str, estimate: RunEstimate,

@@ -48,7 +48,10 @@ class UserTask:
         max_cost: The user's USD allotment for this attempt (None: uncapped).
         attempt: 1 for the first attempt, then 2, 3, ... (across resumes, interrupted attempts included).
         ledger_path: The user's call ledger (users/<dir>/calls.jsonl), or None to count in memory only.
-        previous: The user's earlier result, when the job runs a finished user again (`UserJob.redo`).
+        previous: The user's earlier result, when the job runs a finished user again (`UserJob.redo`, or an update
+            of a user whose input changed).
+        previous_files: The earlier attempt's files the job asked for (`UserJob.previous_files`).
+        changed_input: The user's input changed since `previous` (an update).
     """
 
     user: UserData
@@ -62,6 +65,8 @@ class UserTask:
     attempt: int = 1
     ledger_path: str | None = None
     previous: dict[str, Any] | None = None
+    previous_files: dict[str, str] = field(default_factory=dict)
+    changed_input: bool = False
 
 
 @dataclass
@@ -149,7 +154,8 @@ def _run(task: UserTask, meter: UsageMeter, parses: ReplyParses) -> TaskOutcome:
         proposer_lm = guard_lm(worker_lm(task.proposer_lm, "proposer"), meter, "proposer")
         context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
                              max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage,
-                             previous=task.previous)
+                             previous=task.previous,
+                             previous_files=task.previous_files, changed_input=task.changed_input)
         with dspy.context(lm=task_lm, callbacks=[*dspy.settings.callbacks, parses]):
             output = task.job.run(task.user, context)
     except UserAbortError as exc:

@@ -90,12 +90,16 @@ def test_resume_with_other_settings_is_refused_with_the_differences(users_file, 
         personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs(resume=False))
 
 
-def test_resume_with_changed_data_file_is_refused(users_file, tmp_path):
+def test_resume_with_changed_profiles_compiles_the_changed_users_afresh(users_file, tmp_path):
     data = users_file(3)
     personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
-    data.write_text(data.read_text().replace("Independent", "Republican"))
-    with pytest.raises(ManifestMismatchError, match=r"data\.sha256"):
-        personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
+    data.write_text(data.read_text().replace("Independent", "Republican"))  # users 1 and 3
+    summary = personalize_users("hwang", data_path=data, run_dir=tmp_path / "run", **run_kwargs())
+    assert summary.done == 3 and summary.this_invocation["users_run"] == 2
+    for user in ("synthetic-1", "synthetic-3"):
+        update = RunDir(tmp_path / "run").read_result(user)["result"]["update"]
+        assert update["mode"] == "fresh" and "another profile" in update["reason"]
+    assert "update" not in RunDir(tmp_path / "run").read_result("synthetic-2")["result"]
 
 
 def test_execution_settings_may_change_on_resume(users_file, tmp_path):

@@ -129,3 +129,22 @@ def test_a_program_store_serves_the_updated_program_after_refresh(grown_run):
 
     assert updated is not first and learned(updated) == learned(first) + 2
     assert store["synthetic-1"] is store["synthetic-1"]
+
+
+def test_a_run_started_before_the_data_hash_left_the_identity_still_resumes(tmp_path):
+    from fermi_dspy.runs.manifest import fingerprint
+
+    data = lms.write_users_file(tmp_path / "users.jsonl", 2)
+    run_dir = tmp_path / "run"
+    personalize_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs())
+    run = RunDir(run_dir)
+    manifest = run.read_manifest()
+    legacy = {**manifest["identity"], "data": {**manifest["identity"]["data"],
+                                               "sha256": manifest["data_source"]["sha256"]}}
+    run.write_json("manifest.json", {**manifest, "identity": legacy, "fingerprint": fingerprint(legacy)})
+    for folder in (run_dir / "users").iterdir():
+        result = json.loads((folder / "result.json").read_text())
+        (folder / "result.json").write_text(json.dumps({**result, "run_fingerprint": fingerprint(legacy),
+                                                        "run_identity": legacy}))
+    summary = personalize_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs())
+    assert summary.done == 2 and summary.this_invocation["users_run"] == 0

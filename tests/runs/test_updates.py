@@ -148,3 +148,12 @@ def test_a_run_started_before_the_data_hash_left_the_identity_still_resumes(tmp_
                                                         "run_identity": legacy}))
     summary = personalize_users("hwang", data_path=data, run_dir=run_dir, **run_kwargs())
     assert summary.done == 2 and summary.this_invocation["users_run"] == 0
+
+
+def test_train_all_on_the_command_line_trains_on_every_answer_not_held_out():
+    from fermi_dspy.runs.cli import _common, build_parser
+
+    args = build_parser().parse_args(["--data", "hwang", "--run-dir", "r", "--train", "all", "--test", "5"])
+    assert _common(args)["n_train"] is None and _common(args)["n_test"] == 5
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--run-dir", "r", "--train", "most"])

@@ -13,7 +13,8 @@ EXPORTED = {
     "fermi_dspy": [
         "Fermi", "FermiError", "FermiResult", "IterationRecord", "LMUsage", "PersonalizedProgram", "Profile",
         "ProposePersonalizedPrompt", "ProposePromptFromScores", "ScoredPrompt", "TfidfEmbedder", "answer_accuracy",
-        "answer_feedback", "answer_probability", "initial_prompt", "option_index", "render_profile", "with_prompt",
+        "answer_feedback", "answer_probability", "initial_prompt", "option_index", "rating_errors", "rating_score",
+        "render_profile", "with_prompt",
     ],
     "fermi_dspy.data": [
         "ALIASES", "DATASETS", "DATA_DIR_ENV", "LAMP2_TAGS", "MOVIELENS_RATING", "MOVIELENS_TAG", "BadRecord",
@@ -33,7 +34,10 @@ EXPORTED = {
         "Secret", "UserAbortError", "UserData", "UserFailure", "UserJob", "WorkEstimate", "estimate_user_jobs",
         "estimate_users", "personalize_users", "prepare_users", "run_user_jobs", "user_dir_name",
     ],
-    "fermi_dspy.programs": ["AnswerSurveyQuestion", "OpinionQA", "format_options", "option_letters", "with_choices"],
+    "fermi_dspy.programs": [
+        "AnswerSurveyQuestion", "MovieRating", "MovieTagging", "OpinionQA", "RateMovie", "TagMovie", "achoose",
+        "choose", "format_options", "option_letters", "stable_adapter", "with_choices",
+    ],
 }
 
 

@@ -6,8 +6,8 @@ import dspy
 
 from fermi_dspy.programs import OpinionQA
 from fermi_dspy.testing import instant_lm
-from programs.benchmark.fewshot import RetrievedFewShot, fewshot_prompt
-from programs.benchmark.floor import MajorityPositionProgram, favourite_position, position_counts
+from programs.fewshot import RetrievedFewShot, fewshot_prompt
+from programs.floor import MajorityPositionProgram, favourite_position, position_counts
 
 
 def example(question, options, answer):

@@ -1,9 +1,9 @@
 """Methods that learn nothing with an LM: the LM-free floor, the plain student, the profile prompt, few-shot."""
 
 from programs.baselines import profile_in_prompt, zero_shot
+from programs.benchmark.methods.base import MethodResult, UserTask, compile_with, require_train, score_on_test
 from programs.fewshot import RetrievedFewShot
 from programs.floor import MajorityPositionProgram
-from programs.benchmark.methods.base import MethodResult, UserTask, compile_with, require_train, score_on_test
 
 
 def run_floor(task: UserTask) -> dict[str, MethodResult]:

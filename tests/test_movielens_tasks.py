@@ -107,3 +107,13 @@ def test_the_instant_lm_answers_both_students_within_their_choices_and_by_movie(
     assert len(lm.engine.calls) == 2 * len(titles)  # no parse failure, so no JSON-adapter retry
     assert set(ratings) <= {1.0, 2.0, 3.0, 4.0, 5.0} and len(set(ratings)) > 1
     assert set(tags) <= set(LAMP2_TAGS) and len(set(tags)) > 1
+
+
+def test_the_proposer_sees_each_misaligned_rating_with_its_feedback_and_genres_as_genres():
+    proposer = critic_proposer()
+    Fermi(metric=rating_score, task_model=critic_lm(), prompt_model=proposer, num_iterations=2, num_candidates=2,
+          num_threads=1, display_progress=False).compile(MovieRating(), trainset=ratings())
+    memory = proposer.engine.calls[-1].user.split("[[ ## scored_prompts ## ]]", 1)[1]
+    assert "Feedback on the best prompt's answer: The person rated it 1, the model said 3." in memory
+    assert memory.count("title: Notting Hill") == 1  # each mis-aligned movie is written out once
+    assert "genres: Sci-Fi | Horror" in memory and "A. Sci-Fi" not in memory  # genres are not answer options

@@ -7,6 +7,7 @@ everything); 3 has only 5 ratings (too few for the tests' splits). Tagging users
 """
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
 
 GENRES = ["Sci-Fi", "Comedy|Romance", "Drama", "Sci-Fi|Action", "Comedy", "Horror|Thriller"]
@@ -32,13 +33,14 @@ def _tags() -> list[str]:
     return rows
 
 
-def write_synthetic_movielens(root: Path) -> Path:
+def write_synthetic_movielens(root: Path, *, extra_ratings: Sequence[str] = ()) -> Path:
     """Write the SYNTHETIC folder `root/movielens_ml_latest_small` (movies.csv and ratings.csv.gz without a header,
-    tags.csv with one, as in ../shared/data) and return it."""
+    tags.csv with one, as in ../shared/data) and return it; `extra_ratings` are appended to ratings.csv.gz as they
+    are (e.g. bad lines)."""
     folder = root / "movielens_ml_latest_small"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "movies.csv").write_text("".join(f"{i},{t} ({y}),{g}\n" for i, t, y, g in MOVIES))
     with gzip.open(folder / "ratings.csv.gz", "wt") as handle:
-        handle.write("".join(f"{row}\n" for row in _ratings()))
+        handle.write("".join(f"{row}\n" for row in [*_ratings(), *extra_ratings]))
     (folder / "tags.csv").write_text("".join(f"{row}\n" for row in _tags()))
     return folder

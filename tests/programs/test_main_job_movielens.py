@@ -149,3 +149,14 @@ def test_each_task_has_its_own_defaults_and_an_opinion_run_keeps_its_identity():
     described = MainJob(fermi=sizes["panelists"].fermi()).describe()
     assert described["baselines"] == ["zero_shot", "profile_prompt"] and "task" not in described
     assert MainJob("movielens-rating").describe()["task"] == "movielens-rating"
+
+
+def test_bad_rating_lines_are_skipped_counted_and_listed_with_their_line(tmp_path, engines):
+    folder = write_synthetic_movielens(tmp_path / "data", extra_ratings=["2,99,4.0,5000", "2,5,7,5001", "x,1,3.0,1"])
+    config = settings("movielens-rating", folder, users=1, num_iterations=1)
+    report = run_main_job(config, tmp_path / "run", task_lm=SPEC, display_progress=False)
+    assert report["data"]["problems_skipped"] == 3 and report["users"][0]["n_test"] == 4
+    listed = json.loads((tmp_path / "run" / "input_problems.json").read_text())["bad_records"]
+    assert [(p["line"], p["kind"]) for p in listed] == [(46, "unknown_item"), (47, "invalid_field"),
+                                                        (48, "invalid_field")]  # after the 45 good rating lines
+    assert all(p["file"].endswith("ratings.csv.gz") for p in listed)

@@ -20,10 +20,15 @@ logger = logging.getLogger(__name__)
 PROMPT_SLOT = "<PROMPT>"
 
 
-def format_value(value: Any) -> str:
-    """Render a field value; a list of options becomes "A. first | B. second | ..."."""
+OPTIONS_FIELD = "options"
+"""The input field holding a question's choices: the only list the proposer sees lettered."""
+
+
+def format_value(value: Any, *, lettered: bool = True) -> str:
+    """Render a field value; a list becomes "A. first | B. second | ..." (options), or "first | second" when not
+    `lettered` (e.g. a movie's genres, which are not choices)."""
     if isinstance(value, list | tuple):
-        if 0 < len(value) <= len(string.ascii_uppercase):
+        if lettered and 0 < len(value) <= len(string.ascii_uppercase):
             return " | ".join(f"{letter}. {item}" for letter, item in zip(string.ascii_uppercase, value, strict=False))
         return " | ".join(str(item) for item in value)
     return " ".join(str(value).split())
@@ -31,7 +36,7 @@ def format_value(value: Any) -> str:
 
 def format_example(example: dspy.Example, *, answer_label: str = "The person's answer") -> str:
     """An example's inputs, one per line, followed by the person's answer(s)."""
-    lines = [f"{key}: {format_value(value)}" for key, value in example.inputs().items()]
+    lines = [f"{key}: {format_value(value, lettered=key == OPTIONS_FIELD)}" for key, value in example.inputs().items()]
     labels = example.labels()
     if len(labels) == 1:
         lines.append(f"{answer_label}: {format_value(next(iter(labels.values())))}")

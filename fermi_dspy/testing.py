@@ -185,6 +185,10 @@ def rule_lm(respond: Respond | RuleEngine, *, model: str = "rule/lm", **kwargs: 
 _OUTPUTS = re.compile(r"Your output fields are:\n(.*?)\n(?:All interactions|In adhering)", re.S)
 _FIELD = re.compile(r"^\d+\. `(\w+)` \(([^)]*)\)", re.M)
 _QUESTION = re.compile(r"\[\[ ## question ## \]\]\n(.*?)(?:\n\n|$)", re.S)
+#: A per-call choice as DSPy's adapters state it in the request: "`[[ ## rating ## ]]` (must be formatted as a valid
+#: Python Literal['1', '2'])" (ChatAdapter) or "`rating` (must be formatted as a valid Python Literal[...])" (JSON).
+_STATED_CHOICES = re.compile(
+    r"`(?:\[\[ ## )?(\w+)(?: ## \]\])?` \(must be formatted as a valid Python (Literal\[[^\]]*\])\)")
 
 
 def output_fields(system: str) -> list[tuple[str, str]]:
@@ -208,17 +212,38 @@ def hashed_choice(system: str, question: str, options: list[str]) -> str:
     return options[int.from_bytes(digest[:4], "big") % len(options)]
 
 
+def stated_choices(user: str) -> dict[str, list[str]]:
+    """The choices the request's last message allows per output field (a per-call `Literal`), by field name."""
+    found: dict[str, list[str]] = {}
+    for name, type_name in _STATED_CHOICES.findall(user):
+        choices = literal_choices(type_name)
+        if choices:
+            found[name] = choices
+    return found
+
+
 def answer_any(system: str, user: str) -> dict[str, Any]:
-    """Answer the last question shown with `hashed_choice` among its options; fill other fields with empty values."""
+    """Answer the last query shown with `hashed_choice` among its options, or among the choices the request allows
+    for a field that shows no options (a star rating); fill other fields with empty values.
+
+    The choice depends on the instruction and the last `question` (or, without one, the last query's fields: a movie).
+    """
     options = shown_options(user.rsplit("[[ ## question ## ]]", 1)[-1]) or shown_options(user)
     questions = _QUESTION.findall(user)
+    before, _, request = user.rpartition("Respond with")
+    query = questions[-1] if questions else before.rsplit("[[ ## completed ## ]]", 1)[-1]
+    allowed = stated_choices(request)
     reply: dict[str, Any] = {}
     for name, kind in output_fields(system) or [("answer", "str")]:
         empty = _empty_value(kind)
         if empty is not None:
             reply[name] = empty
+        elif options:
+            reply[name] = hashed_choice(system, query, options)
+        elif name in allowed:
+            reply[name] = hashed_choice(system, query, allowed[name])
         else:
-            reply[name] = hashed_choice(system, questions[-1] if questions else "", options) if options else "A"
+            reply[name] = "A"
     return reply
 
 

@@ -40,7 +40,7 @@ def probe_model(model: str, users: list[Any], questions: int) -> dict[str, Any]:
     from fermi_dspy import initial_prompt, option_index, with_prompt
     from fermi_dspy.lm import local_lm
     from fermi_dspy.programs import OpinionQA
-    from programs.benchmark.floor import favourite_position, position_counts
+    from programs.floor import favourite_position, position_counts
 
     lm = local_lm(model, cache=True, temperature=0.0).copy(logprobs=True, top_logprobs=26)
     rows = []

@@ -9,6 +9,7 @@ import dspy
 from fermi_dspy.accounting import LMUsage, UsageMeter
 from fermi_dspy.metrics import Metric, answer_accuracy, call_metric, normalize_metric_output
 from fermi_dspy.parallel import parallel_map
+from fermi_dspy.scoring import render_output
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ class HeldOutScore:
 
     Attributes:
         scores: The metric per test example (an LM failure scores 0).
-        answers: The model's answer per test example ("" after a failure).
+        answers: The model's answer per test example, its label field as text ("" after a failure).
         failures: Examples whose LM call failed.
         usage: LM calls and tokens spent answering.
     """
@@ -53,9 +54,8 @@ def evaluate_on_test(
         except Exception as exc:
             logger.warning("Test example failed (scored 0): %s: %s", type(exc).__name__, exc)
             return 0.0, "", True
-        answer = getattr(prediction, "answer", "")
         score = normalize_metric_output(call_metric(metric, example, prediction)).score
-        return score, "" if answer is None else str(answer), False
+        return score, render_output(example, prediction), False
 
     with dspy.context(callbacks=[*dspy.settings.callbacks, meter]):
         rows = parallel_map(one, list(test), num_threads=num_threads)

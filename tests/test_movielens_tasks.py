@@ -11,7 +11,7 @@ import pytest
 from fermi_dspy import Fermi, answer_accuracy, rating_errors, rating_score
 from fermi_dspy.data import LAMP2_TAGS, make_rating_example, make_tag_example
 from fermi_dspy.programs import MovieRating, MovieTagging
-from fermi_dspy.testing import rule_lm, shown_options
+from fermi_dspy.testing import instant_lm, rule_lm, shown_options
 
 # A SYNTHETIC harsh critic who loves science fiction.
 MOVIES = [("Alien", 1979, ["Sci-Fi", "Horror"], 5.0), ("Notting Hill", 1999, ["Comedy", "Romance"], 1.0),
@@ -96,3 +96,25 @@ def test_the_tagging_student_answers_one_tag_of_the_vocabulary_by_letter():
     assert prediction.tag == "comedy" and prediction.tag in LAMP2_TAGS
     assert shown_options(lm.engine.calls[-1].user) == list(LAMP2_TAGS)
     assert answer_accuracy(example, prediction) == 1.0
+
+
+def test_the_instant_lm_answers_both_students_within_their_choices_and_by_movie():
+    lm = instant_lm()
+    titles = ["Alien", "Notting Hill", "Blade Runner", "Titanic", "Dune", "Clueless"]
+    before = len(lm.engine.calls)  # the process's instant engine: other tests' calls are there too
+    with dspy.context(lm=lm):
+        ratings = [MovieRating()(title=t, year=1990, genres=["Drama"]).rating for t in titles]
+        tags = [MovieTagging()(**make_tag_example(t, 1990, ["Drama"], "comedy").inputs()).tag for t in titles]
+    assert len(lm.engine.calls) - before == 2 * len(titles)  # no parse failure, so no JSON-adapter retry
+    assert set(ratings) <= {1.0, 2.0, 3.0, 4.0, 5.0} and len(set(ratings)) > 1
+    assert set(tags) <= set(LAMP2_TAGS) and len(set(tags)) > 1
+
+
+def test_the_proposer_sees_each_misaligned_rating_with_its_feedback_and_genres_as_genres():
+    proposer = critic_proposer()
+    Fermi(metric=rating_score, task_model=critic_lm(), prompt_model=proposer, num_iterations=2, num_candidates=2,
+          num_threads=1, display_progress=False).compile(MovieRating(), trainset=ratings())
+    memory = proposer.engine.calls[-1].user.split("[[ ## scored_prompts ## ]]", 1)[1]
+    assert "Feedback on the best prompt's answer: The person rated it 1, the model said 3." in memory
+    assert memory.count("title: Notting Hill") == 1  # each mis-aligned movie is written out once
+    assert "genres: Sci-Fi | Horror" in memory and "A. Sci-Fi" not in memory  # genres are not answer options

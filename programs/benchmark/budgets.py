@@ -10,6 +10,7 @@ from typing import Any
 
 from fermi_dspy import Fermi
 from programs.benchmark.settings import BenchmarkSettings
+from programs.tasks import task_for
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class MiproConfig:
 class GepaConfig:
     """GEPA: `max_metric_calls` = Fermi's task-LM calls (T*K*optimization examples); valset = trainset (GEPA's
     default with no valset), reflection minibatch 3, Pareto candidate selection and merging as GEPA's defaults;
-    the metric states the user's answer (`answer_feedback`)."""
+    the metric states the user's answer (the task's feedback metric, `TaskSpec.feedback_metric`)."""
 
     max_metric_calls: int
     reflection_minibatch_size: int = 3
@@ -100,5 +101,7 @@ def describe_budgets(settings: BenchmarkSettings) -> dict[str, Any]:
                   "L": settings.memory_size, "why": "the run's T, K, L; 80% of the trainset scored, 20% shown"},
         "copro": {**asdict(copro_config(settings)), "why": _why(CoproConfig)},
         "mipro": {**asdict(mipro_config(settings)), "why": _why(MiproConfig)},
-        "gepa": {**asdict(gepa_config(settings)), "why": _why(GepaConfig)},
+        "gepa": {**asdict(gepa_config(settings)), "why": _why(GepaConfig).replace(
+            "the task's feedback metric, `TaskSpec.feedback_metric`",
+            f"`{task_for(settings.dataset).feedback_metric.__name__}`")},
     }

@@ -37,9 +37,11 @@ class Claim:
             return "no, the reverse (the 95% CI is below 0)"
         return "not distinguishable (the 95% CI includes 0)"
 
-    def line(self) -> str:
+    def line(self, labels: Mapping[str, str] | None = None) -> str:
+        """The claim as a Markdown list item (methods named by `labels`, default `METHODS`' labels)."""
         d = self.difference
-        return (f"- {self.question} {METHODS[self.better].label} − {METHODS[self.worse].label}: "
+        name = {**{m: spec.label for m, spec in METHODS.items()}, **(labels or {})}
+        return (f"- {self.question} {name[self.better]} − {name[self.worse]}: "
                 f"{d.mean * 100:+.1f} points [{d.low * 100:+.1f}, {d.high * 100:+.1f}] over {d.n} users → "
                 f"{self.verdict}.")
 
@@ -56,8 +58,8 @@ def _mean(values: Mapping[str, float]) -> float:
     return sum(values.values()) / len(values)
 
 
-def claims(results: Sequence[MethodResult], *, seed: int = 0) -> list[Claim]:
-    """The comparisons that the methods present in `results` allow."""
+def claims(results: Sequence[MethodResult], *, seed: int = 0, measure: str = "accuracy") -> list[Claim]:
+    """The comparisons that the methods present in `results` allow (`measure`: what their score is called)."""
     accuracy = _accuracies(results)
 
     def claim(question: str, better: str, worse: str, kind: str = "fermi") -> Claim | None:
@@ -70,7 +72,7 @@ def claims(results: Sequence[MethodResult], *, seed: int = 0) -> list[Claim]:
     baselines = [m for m in BASELINES if m in accuracy]
     if "fermi" in accuracy and baselines:
         best = max(baselines, key=lambda m: _mean(accuracy[m]))
-        found.append(claim("Does Fermi beat the best baseline (by mean accuracy here)?", "fermi", best))
+        found.append(claim(f"Does Fermi beat the best baseline (by mean {measure} here)?", "fermi", best))
     found.append(claim("(a) Do mis-aligned responses beat a scores-only memory?", "fermi", "opro"))
     found.append(claim("(b) Does Retrieval-of-Prompt beat the single best prompt?", "fermi", "fermi_best"))
     found.append(claim("Does the profile help Fermi?", "fermi", "fermi_no_profile"))

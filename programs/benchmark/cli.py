@@ -3,6 +3,7 @@
     bench run --data hwang --users 8 --train 10 --test 20 --out benchmarks/results/my-run   # all 11 methods
     bench run --methods fermi,opro,floor --paper --lm openai/gpt-4o-mini --out runs/bench-gpt
     bench run --scripted --users 2 --out /tmp/bench-dry                  # instant scripted LMs: checks the pipeline
+    bench run --data movielens-rating --out runs/bench-rating            # MovieLens ratings: MAE, RMSE; no profile
     bench report --out benchmarks/results/my-run                         # re-render the report from stored results
     bench overhead --out benchmarks/results/my-run                       # Fermi's overhead vs the run's real compiles
 
@@ -24,8 +25,12 @@ from programs.benchmark.settings import (
     METHOD_ORDER,
     PAPER_SETTINGS,
     SCRIPTED,
+    TASK_METHODS,
     BenchmarkSettings,
+    default_methods,
+    task_methods,
 )
+from programs.tasks import RATING, TAGGING, TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +42,12 @@ description = ("Run Fermi, its ablations, baselines and DSPy's optimizers on the
                "measure a benchmark run.")
 
 
+ALL = "all"
+
+
 def _method_list(text: str) -> list[str]:
-    if text.strip().lower() == "all":
-        return list(METHOD_ORDER)
+    if text.strip().lower() == ALL:
+        return [ALL]  # every method the data set's task can run (`settings_from_args`)
     names = [name.strip() for name in text.replace(" ", ",").split(",") if name.strip()]
     unknown = [name for name in names if name not in METHOD_ORDER]
     if unknown:
@@ -51,20 +59,23 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
     defaults = BenchmarkSettings()
     data = run.add_argument_group("data and split")
     data.add_argument("--data", default=defaults.dataset, help="hwang (OpinionQA per-user records, default), "
-                      "panelists (OpinionQA ATP panelists) or global (GlobalOpinionQA countries as users)")
+                      "panelists (OpinionQA ATP panelists), global (GlobalOpinionQA countries as users), "
+                      "movielens-rating or movielens-tag (LaMP-3/LaMP-2-like MovieLens tasks, no profile)")
     data.add_argument("--data-path", default=None, help="a data file or folder instead of ../shared/data")
     data.add_argument("--users", type=int, default=defaults.users, help="number of users (default %(default)s)")
     data.add_argument("--user-sample", choices=["random", "first"], default=defaults.user_sample,
                       help="a seeded random sample of the users (default) or the first ones in the file")
-    data.add_argument("--train", type=int, default=defaults.n_train, help="training answers per user (default "
-                      "%(default)s)")
-    data.add_argument("--test", type=int, default=defaults.n_test, help="held-out answers per user (default "
-                      "%(default)s)")
+    rating, tagging = TASKS[RATING].split, TASKS[TAGGING].split
+    data.add_argument("--train", type=int, default=None, help=f"training answers per user (default "
+                      f"{defaults.n_train}; movielens-rating {rating[0]}, movielens-tag {tagging[0]})")
+    data.add_argument("--test", type=int, default=None, help=f"held-out answers per user (default {defaults.n_test}; "
+                      f"movielens-rating {rating[1]}, movielens-tag {tagging[1]})")
     data.add_argument("--seed", type=int, default=defaults.seed, help="seeds the users, splits and optimizers")
     methods = run.add_argument_group("methods and budgets")
-    methods.add_argument("--methods", type=_method_list, default=list(DEFAULT_METHODS),
+    methods.add_argument("--methods", type=_method_list, default=None,
                          help=f"comma-separated methods or 'all' ({', '.join(METHOD_ORDER)}); default: "
-                         f"{', '.join(DEFAULT_METHODS)}")
+                         f"{', '.join(DEFAULT_METHODS)} (on the MovieLens tasks those of "
+                         f"{', '.join(TASK_METHODS[TAGGING])} they can run: no fermi_soft for ratings)")
     methods.add_argument("--skip", type=_method_list, default=[], help="methods to leave out")
     methods.add_argument("--iterations", type=int, default=None, help=f"Fermi's T, also OPRO's and COPRO's depth "
                          f"(default {defaults.num_iterations})")
@@ -117,10 +128,18 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     def pick(value: int | None, key: str) -> int:
         return value if value is not None else paper.get(key, getattr(defaults, key))
 
-    methods = tuple(m for m in args.methods if m not in set(args.skip))
+    if args.methods is None:
+        asked = default_methods(args.data)
+    elif ALL in args.methods:
+        asked = task_methods(args.data)
+    else:
+        asked = tuple(args.methods)
+    methods = tuple(m for m in asked if m not in set(args.skip))
+    split = BenchmarkSettings.for_data(args.data)
     return BenchmarkSettings(
         dataset=args.data, data_path=args.data_path, users=args.users, user_sample=args.user_sample,
-        n_train=args.train, n_test=args.test, seed=args.seed, methods=methods,
+        n_train=split.n_train if args.train is None else args.train,
+        n_test=split.n_test if args.test is None else args.test, seed=args.seed, methods=methods,
         num_iterations=pick(args.iterations, "num_iterations"), num_candidates=pick(args.candidates, "num_candidates"),
         memory_size=pick(args.memory, "memory_size"), fewshot_k=args.fewshot_k,
         task_lm=SCRIPTED if args.scripted else (args.lm or os.environ.get("FERMI_LM") or DEFAULT_TASK_LM),

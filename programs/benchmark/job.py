@@ -19,7 +19,6 @@ from typing import Any
 import dspy
 
 from fermi_dspy.files import sha256_file, to_json
-from fermi_dspy.programs import OpinionQA
 from fermi_dspy.runs import (
     DataSource,
     FermiJob,
@@ -39,6 +38,7 @@ from programs.benchmark.provenance import describe_lm
 from programs.benchmark.report import BenchmarkReport, build_report
 from programs.benchmark.settings import BenchmarkSettings
 from programs.benchmark.users import BenchmarkUsers, benchmark_users
+from programs.tasks import task_for
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +73,21 @@ class BenchmarkJob(UserJob):
 
     Args:
         settings: What the benchmark compares (methods, T, K, L, split sizes, ...).
-        student: Builds the student program.
+        student: Builds the student program; None is the task's (`OpinionQA`, `MovieRating`, `MovieTagging`).
     """
 
     name = "benchmark"
 
-    def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] = OpinionQA) -> None:
+    def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] | None = None) -> None:
+        spec = task_for(settings.dataset)
         self.settings = settings
-        self.student = student
-        self._fermi = FermiJob(student, fermi={"num_iterations": settings.num_iterations, "num_retrieved":
-                                               settings.fewshot_k, "num_candidates": settings.num_candidates,
-                                               "memory_size": settings.memory_size, "retrieval_fields": ["question"]})
+        self.student = student or spec.student
+        fermi = {"num_iterations": settings.num_iterations, "num_retrieved": settings.fewshot_k,
+                 "num_candidates": settings.num_candidates, "memory_size": settings.memory_size,
+                 "retrieval_fields": spec.retrieval_fields}
+        if spec.fermi_metric is not None:
+            fermi["metric"] = spec.fermi_metric
+        self._fermi = FermiJob(self.student, fermi=fermi)
 
     def describe(self) -> dict[str, Any]:
         student = f"{self.student.__module__}.{self.student.__qualname__}"
@@ -135,7 +139,7 @@ def run_benchmark(
     out_dir: str | Path,
     *,
     command: str | None = None,
-    student: Callable[[], dspy.Module] = OpinionQA,
+    student: Callable[[], dspy.Module] | None = None,
     engine: str = "threads",
     max_workers: int | None = None,
     display_progress: bool = True,
@@ -147,7 +151,7 @@ def run_benchmark(
         settings: What to run.
         out_dir: The run directory.
         command: The command line that started the run, for the report.
-        student: Builds the student program.
+        student: Builds the student program (None: the task's).
         engine: "threads" or "ray" (see `fermi_dspy.runs.RunSettings`).
         max_workers: Users at once.
         display_progress: Show a progress bar over users.

@@ -24,7 +24,6 @@ import dspy
 
 from fermi_dspy import Fermi
 from fermi_dspy.accounting import UsageMeter
-from fermi_dspy.programs import OpinionQA
 from fermi_dspy.runs import RunDir, UserData
 from fermi_dspy.testing import instant_lm
 from programs.baselines import zero_shot
@@ -32,6 +31,7 @@ from programs.benchmark.report import read_results
 from programs.benchmark.settings import BenchmarkSettings
 from programs.benchmark.users import benchmark_users
 from programs.evaluation import evaluate_on_test
+from programs.tasks import OPINION, TASKS, TaskSpec, task_for
 
 TARGET_SHARE = 0.02
 """The overhead target: under 2% of a real local-LM compile."""
@@ -61,25 +61,27 @@ class InstantCompile:
 
 
 def instant_compile(user: UserData, *, num_iterations: int, num_candidates: int, memory_size: int,
-                    seed: int = 0) -> InstantCompile:
-    """Compile one user with Fermi on instant scripted LMs and time it."""
+                    seed: int = 0, spec: TaskSpec = TASKS[OPINION]) -> InstantCompile:
+    """Compile one user with Fermi on instant scripted LMs and time it (the task's student, metric and retrieval)."""
     task, proposer = UsageMeter(), UsageMeter()
-    optimizer = Fermi(prompt_model=proposer.track(instant_lm("proposer")), task_model=task.track(instant_lm()),
-                      num_iterations=num_iterations, num_candidates=num_candidates, memory_size=memory_size,
-                      retrieval_fields=["question"], num_threads=1, seed=seed, display_progress=False)
+    optimizer = Fermi(metric=spec.fermi_metric, prompt_model=proposer.track(instant_lm("proposer")),
+                      task_model=task.track(instant_lm()), num_iterations=num_iterations,
+                      num_candidates=num_candidates, memory_size=memory_size, retrieval_fields=spec.retrieval_fields,
+                      num_threads=1, seed=seed, display_progress=False)
     started = time.perf_counter()
-    program = optimizer.compile(OpinionQA(), trainset=list(user.train), profile=user.profile)
+    program = optimizer.compile(spec.student(), trainset=list(user.train), profile=user.profile)
     seconds = time.perf_counter() - started
     return InstantCompile(seconds, task.lm_seconds + proposer.lm_seconds, task.calls, proposer.calls,
                           program.detailed_results.num_candidates_scored)
 
 
-def plain_dspy_per_call(examples: Sequence[dspy.Example], calls: int) -> tuple[float, float]:
-    """(seconds outside the LM, seconds inside the LM) per call of a plain `dspy.Predict` on the instant LM."""
+def plain_dspy_per_call(examples: Sequence[dspy.Example], calls: int,
+                        spec: TaskSpec = TASKS[OPINION]) -> tuple[float, float]:
+    """(seconds outside the LM, seconds inside the LM) per call of the task's plain student on the instant LM."""
     meter = UsageMeter()
     batch = [examples[i % len(examples)] for i in range(calls)]
     started = time.perf_counter()
-    evaluate_on_test(zero_shot(OpinionQA()), batch, lm=meter.track(instant_lm()))
+    evaluate_on_test(zero_shot(spec.student()), batch, lm=meter.track(instant_lm()), metric=spec.test_metric)
     seconds = time.perf_counter() - started
     inside = meter.lm_seconds
     return (seconds - inside) / calls, inside / calls
@@ -130,16 +132,19 @@ def measure_overhead(settings: BenchmarkSettings, *, run_dir: Path | None = None
         The measurement (also what overhead.json holds).
     """
     splits = benchmark_users(settings).users[:users]
-    instant_compile(splits[0], num_iterations=1, num_candidates=1, memory_size=1)  # warm-up: imports, first fits
+    spec = task_for(settings.dataset)
+    instant_compile(splits[0], num_iterations=1, num_candidates=1, memory_size=1, spec=spec)  # warm-up: imports, fits
     compiles = []
     for split in splits:
         runs = [instant_compile(split, num_iterations=settings.num_iterations, num_candidates=settings.num_candidates,
-                                memory_size=settings.memory_size, seed=settings.seed) for _ in range(repeats)]
+                                memory_size=settings.memory_size, seed=settings.seed, spec=spec)
+                for _ in range(repeats)]
         compiles.append(sorted(runs, key=lambda c: c.seconds)[len(runs) // 2])
     evaluations = sum(c.evaluations for c in compiles)
     outside = sum(c.seconds - c.lm_seconds for c in compiles) / evaluations
     inside = sum(c.lm_seconds for c in compiles) / evaluations
-    plain_outside, plain_inside = plain_dspy_per_call([e for s in splits for e in s.train], calls=evaluations)
+    plain_outside, plain_inside = plain_dspy_per_call([e for s in splits for e in s.train], calls=evaluations,
+                                                      spec=spec)
     fermi_own = outside - plain_outside
     measurement: dict[str, Any] = {
         "settings": {"dataset": settings.dataset, "n_train": settings.n_train, "seed": settings.seed,

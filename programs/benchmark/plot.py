@@ -10,10 +10,11 @@ logger = logging.getLogger(__name__)
 
 
 def plot_accuracy_vs_calls(summaries: Sequence[MethodSummary], path: Path, *, title: str,
-                           floor: float | None = None) -> bool:
+                           floor: float | None = None, metric: str = "test accuracy") -> bool:
     """Write the plot; False (with a warning) when matplotlib is missing or no method ran.
 
-    The x axis is symmetric-log, so the LM-free floor (0 calls) sits at 0 next to methods with hundreds of calls.
+    The x axis is symmetric-log, so the LM-free floor (0 calls) sits at 0 next to methods with hundreds of calls;
+    `metric` names the y axis ("test score" on the rating task).
     """
     points = [s for s in summaries if s.accuracy is not None]
     if not points:
@@ -40,7 +41,7 @@ def plot_accuracy_vs_calls(summaries: Sequence[MethodSummary], path: Path, *, ti
     axes.set_xscale("symlog", linthresh=10)
     axes.set_xlim(left=-1)
     axes.set_xlabel("LM calls per user (compile + test, mean; symlog scale)")
-    axes.set_ylabel("test accuracy (mean over users, 95% bootstrap CI)")
+    axes.set_ylabel(f"{metric} (mean over users, 95% bootstrap CI)")
     axes.set_title(title, fontsize=10)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)

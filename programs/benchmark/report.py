@@ -1,6 +1,8 @@
 """The run's report: report.md (tables), report.json, summary.csv, results.csv (per user and method) and plot.png,
 rendered from the per-(user, method) result files `users/<user>/<method>.json` alone.
 
+On the rating task (`--data movielens-rating`) the score is `rating_score` (1 - |error| / 4.5, higher is better) and
+the tables and CSVs add MAE and RMSE in stars (lower is better) with their CIs; other reports are as they were.
 Everything written holds ids, scores and counts only: no profile, answer or learned prompt.
 """
 
@@ -17,12 +19,13 @@ from typing import Any
 from fermi_dspy.runs import RunDir, user_dir_name
 from programs.benchmark.budgets import describe_budgets
 from programs.benchmark.claims import claims
-from programs.benchmark.methods import METHODS, MethodResult
+from programs.benchmark.methods import MethodResult, method_spec
 from programs.benchmark.plot import plot_accuracy_vs_calls
 from programs.benchmark.provenance import describe_environment
 from programs.benchmark.settings import REFERENCE_METHOD, BenchmarkSettings
 from programs.benchmark.summary import MethodSummary, summarize
 from programs.benchmark.users import BenchmarkUsers
+from programs.tasks import OPINION, task_for
 
 SPLIT_PROCEDURE = ("fermi_dspy.data.split_user: each answer is ordered by sha256(seed, user_id, example_id); train is "
                    "the first n_train, test the last n_test. splits.json lists every user's example ids.")
@@ -62,7 +65,8 @@ class BenchmarkReport:
             "summary": [s.to_dict() for s in self.summaries],
             "answers": [{"question": c.question, "better": c.better, "worse": c.worse, "kind": c.kind,
                          "verdict": c.verdict,
-                         **c.difference.to_dict()} for c in claims(self.results, seed=self.settings.seed)],
+                         **c.difference.to_dict()} for c in claims(self.results, seed=self.settings.seed,
+                                                                   measure=_score_name(self))],
             "results": [r.to_dict() for r in self.results],
             "seconds_this_invocation": round(self.seconds_this_invocation, 1),
         }
@@ -93,7 +97,8 @@ def build_report(root: str | Path, settings: BenchmarkSettings, users: Benchmark
         settings=settings,
         users=users,
         results=results,
-        summaries=summarize(results, settings.ordered_methods, REFERENCE_METHOD, seed=settings.seed),
+        summaries=summarize(results, settings.ordered_methods, REFERENCE_METHOD, seed=settings.seed,
+                            dataset=settings.dataset),
         lms=_lms(root, users.user_ids),
         command=command,
         environment=describe_environment(),
@@ -111,40 +116,73 @@ def _ci(value: Any, *, signed: bool = False) -> str:
     return f"{value.mean:{sign}.3f} [{value.low:{sign}.3f}, {value.high:{sign}.3f}]"
 
 
+def _rating(report: BenchmarkReport) -> bool:
+    return task_for(report.settings.dataset).is_rating
+
+
+def _score_name(report: BenchmarkReport) -> str:
+    """What the per-user score is called: accuracy, or the rating task's score."""
+    return "score" if _rating(report) else "accuracy"
+
+
 def summary_table(report: BenchmarkReport) -> str:
-    """The per-method Markdown table (costs are means per user)."""
+    """The per-method Markdown table (costs are means per user); the rating task adds MAE and RMSE."""
     valid = all(s.valid_share is not None for s in report.summaries if s.users_ok)
-    header = ("| Method | Users | Test accuracy [95% CI] | Δ vs Fermi [95% CI] | W/T/L vs Fermi | Task calls (compile) "
-              "| Proposer calls | Test calls | Tokens | Wall s |" + (" Valid answers |" if valid else ""))
-    lines = [header, "|" + "---|" * (11 if valid else 10)]
+    rating = _rating(report)
+    header = (f"| Method | Users | Test {_score_name(report)} [95% CI] |"
+              + (" MAE, stars ↓ [95% CI] | RMSE, stars ↓ [95% CI] |" if rating else "")
+              + " Δ vs Fermi [95% CI] | W/T/L vs Fermi | Task calls (compile) | Proposer calls | Test calls | Tokens "
+              "| Wall s |" + (" Valid answers |" if valid else ""))
+    lines = [header, "|" + "---|" * (10 + valid + 2 * rating)]
     for s in report.summaries:
         users = f"{s.users_ok}" + (f" (+{len(s.not_run)} not run)" if s.not_run else "")
         wtl = "(reference)" if s.method == REFERENCE_METHOD else (str(s.wtl) if s.wtl else "–")
         shared = " ‡" if s.shared_compile else ""
-        lines.append(f"| {s.label}{shared} | {users} | {_ci(s.accuracy)} | {_ci(s.vs_reference, signed=True)} | {wtl} "
-                     f"| {s.compile_task_calls:.0f} | {s.compile_proposer_calls:.0f} | {s.test_calls:.0f} "
+        errors = f" {_ci(s.mae)} | {_ci(s.rmse)} |" if rating else ""
+        lines.append(f"| {s.label}{shared} | {users} | {_ci(s.accuracy)} |{errors} {_ci(s.vs_reference, signed=True)} "
+                     f"| {wtl} | {s.compile_task_calls:.0f} | {s.compile_proposer_calls:.0f} | {s.test_calls:.0f} "
                      f"| {s.tokens:,.0f} | {s.seconds:,.1f} |"
                      + (f" {s.valid_share:.0%} |" if valid and s.valid_share is not None else " – |" if valid else ""))
     return "\n".join(lines)
 
 
-def per_user_table(report: BenchmarkReport) -> str:
-    """Test accuracy of every method on every user (ids and scores only)."""
+def per_user_table(report: BenchmarkReport, value: str = "accuracy") -> str:
+    """`value` ("accuracy": the test score; "mae") of every method on every user (ids and scores only)."""
     methods = [s.method for s in report.summaries]
     by_key = {(r.user_id, r.method): r for r in report.results}
-    lines = ["| User | " + " | ".join(METHODS[m].label for m in methods) + " |", "|" + "---|" * (len(methods) + 1)]
+    lines = ["| User | " + " | ".join(s.label for s in report.summaries) + " |", "|" + "---|" * (len(methods) + 1)]
     for user_id in report.users.user_ids:
         cells = []
         for method in methods:
             result = by_key.get((user_id, method))
+            number = getattr(result, value, None) if result is not None else None
             if result is None:
                 cells.append("…")
             elif result.ok:
-                cells.append(f"{result.accuracy:.2f}")
+                cells.append("–" if number is None else f"{number:.2f}")
             else:
                 cells.append(result.status.replace("_", " "))
         lines.append(f"| {user_id} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _metric_note(report: BenchmarkReport) -> str:
+    if not _rating(report):
+        return ("Accuracy: share of the user's held-out answers matched, averaged over users; 95% CI: percentile "
+                "bootstrap over users (10,000 resamples).")
+    return ("Score: 1 − |error| / 4.5 per held-out rating (the students answer whole stars 1-5, the person rated in "
+            "half stars 0.5-5; an answer without a rating scores 0), averaged per user then over users; MAE and RMSE: "
+            "per user in stars over the test ratings answered (lower is better), averaged over users; 95% CI: "
+            "percentile bootstrap over users (10,000 resamples).")
+
+
+def _floor_note(report: BenchmarkReport) -> list[str]:
+    floor = report.summary.get("floor")
+    if floor is None or not floor.floor_unrounded:
+        return []
+    mae, rmse = floor.floor_unrounded.get("mae"), floor.floor_unrounded.get("rmse")
+    return [f"The LM-free floor answers the user's mean training rating rounded to a whole star; from the unrounded "
+            f"mean its MAE would be {_ci(mae)} and its RMSE {_ci(rmse)} (stars)."]
 
 
 def render_markdown(report: BenchmarkReport) -> str:
@@ -173,23 +211,25 @@ def render_markdown(report: BenchmarkReport) -> str:
         "",
         summary_table(report),
         "",
-        "Accuracy: share of the user's held-out answers matched, averaged over users; 95% CI: percentile bootstrap "
-        "over users (10,000 resamples). Δ and W/T/L compare with Fermi on the users both ran on. Calls are engine "
+        f"{_metric_note(report)} Δ and W/T/L compare with Fermi on the users both ran on. Calls are engine "
         "requests; compile and test calls are counted separately; tokens are both roles, compile and test.",
+        *_floor_note(report),
     ]
     if any(s.shared_compile for s in report.summaries):
         parts.append("‡ reuses Fermi's compile (the same kept prompts); its compile costs are Fermi's, repeated.")
-    answers = claims(report.results, seed=settings.seed)
+    answers = claims(report.results, seed=settings.seed, measure=_score_name(report))
     if answers:
-        parts += ["", "## Answers (paired differences over users, 95% bootstrap CI)", "",
-                  "The paper reports +6.8 points over the best baseline on OpinionQA and +4.1 on GlobalOpinionQA "
-                  "(GPT-3.5 answering, GPT-4 proposing), and that (a) and (b) hold.", ""]
-        parts += [c.line() for c in answers if c.kind == "fermi"]
+        context = ("The paper reports +6.8 points over the best baseline on OpinionQA and +4.1 on GlobalOpinionQA "
+                   "(GPT-3.5 answering, GPT-4 proposing), and that (a) and (b) hold." if task_for(settings.dataset).name
+                   == OPINION else f"Points are the test {_score_name(report)} x 100 (higher is better).")
+        parts += ["", "## Answers (paired differences over users, 95% bootstrap CI)", "", context, ""]
+        labels = {s.method: s.label for s in report.summaries}
+        parts += [c.line(labels) for c in answers if c.kind == "fermi"]
         floor = [c for c in answers if c.kind == "floor"]
         if floor:
             parts += ["", "Against the LM-free floor (a method that does not beat it learned nothing a counter could "
                       "not):", "", "| Method | − floor, points [95% CI] | Beats the floor? |", "|---|---|---|"]
-            parts += [f"| {METHODS[c.better].label} | {c.difference.mean * 100:+.1f} [{c.difference.low * 100:+.1f}, "
+            parts += [f"| {labels[c.better]} | {c.difference.mean * 100:+.1f} [{c.difference.low * 100:+.1f}, "
                       f"{c.difference.high * 100:+.1f}] | {c.verdict} |" for c in floor]
     not_run = [(s.label, u, st, r) for s in report.summaries for u, st, r in s.not_run]
     if not_run:
@@ -198,7 +238,10 @@ def render_markdown(report: BenchmarkReport) -> str:
     stray = sum(s.stray_calls for s in report.summaries)
     if stray:
         parts += ["", f"**Warning:** {stray} LM call(s) came from LMs without a role; the call counts may be off."]
-    parts += ["", "## Per-user test accuracy", "", per_user_table(report), "", "## Data and splits", "",
+    parts += ["", f"## Per-user test {_score_name(report)}", "", per_user_table(report)]
+    if _rating(report):
+        parts += ["", "## Per-user test MAE (stars, lower is better)", "", per_user_table(report, "mae")]
+    parts += ["", "## Data and splits", "",
               f"- Data set `{report.users.dataset}`: {report.users.eligible} users with at least "
               f"{settings.n_train + settings.n_test} valid answers; {len(report.users.excluded)} excluded for too few "
               f"answers{_excluded(report.users)}; {report.users.skipped} bad answers skipped by the "
@@ -208,7 +251,7 @@ def render_markdown(report: BenchmarkReport) -> str:
     budgets = describe_budgets(settings)
     for s in report.summaries:
         config = budgets.get(s.method)
-        text = f"- **{s.label}**: {METHODS[s.method].summary}."
+        text = f"- **{s.label}**: {method_spec(s.method, settings.dataset).summary}."
         if config:
             values = ", ".join(f"{k}={v}" for k, v in config.items() if k != "why")
             text += f" Configuration: {values}. Why: {config['why']}."
@@ -229,18 +272,27 @@ RESULT_COLUMNS = ["user_id", "method", "status", "accuracy", "correct", "n_train
                   "test_seconds", "lm_seconds", "shared_compile", "reason"]
 
 
-def results_csv(results: Sequence[MethodResult]) -> str:
-    """results.csv: one row per (user, method)."""
+RATING_COLUMNS = ["mae", "rmse"]
+"""results.csv's columns on the rating task, after the others (its `accuracy` column is the score)."""
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def results_csv(results: Sequence[MethodResult], *, rating: bool = False) -> str:
+    """results.csv: one row per (user, method); `rating` adds MAE and RMSE."""
     with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(RESULT_COLUMNS)
+        writer.writerow(RESULT_COLUMNS + (RATING_COLUMNS if rating else []))
         for r in results:
             lm_seconds = r.compile_task.lm_seconds + r.compile_proposer.lm_seconds + r.test.lm_seconds
+            errors = [_number(r.mae), _number(r.rmse)] if rating else []
             writer.writerow([r.user_id, r.method, r.status, "" if r.accuracy is None else f"{r.accuracy:.4f}",
                              r.correct, r.n_train, r.n_test, r.test_failures, r.compile_task.usage.calls,
                              r.compile_proposer.usage.calls, r.test.usage.calls, r.total_tokens,
                              f"{r.compile_seconds:.2f}", f"{r.test_seconds:.2f}", f"{lm_seconds:.2f}",
-                             r.shared_compile or "", r.reason])
+                             r.shared_compile or "", r.reason, *errors])
         return handle.getvalue()
 
 
@@ -249,15 +301,24 @@ SUMMARY_COLUMNS = ["method", "label", "users_ok", "users_not_run", "accuracy", "
                    "compile_proposer_calls", "test_calls", "tokens", "seconds"]
 
 
-def summary_csv(summaries: Sequence[MethodSummary]) -> str:
-    """summary.csv: one row per method (costs are means per user)."""
+SUMMARY_RATING_COLUMNS = ["mae", "mae_ci_low", "mae_ci_high", "rmse", "rmse_ci_low", "rmse_ci_high",
+                          "floor_mae_unrounded", "floor_rmse_unrounded"]
+"""summary.csv's columns on the rating task, after the others (its `accuracy` columns are the score)."""
 
-    def number(value: float | None) -> str:
-        return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+def summary_csv(summaries: Sequence[MethodSummary], *, rating: bool = False) -> str:
+    """summary.csv: one row per method (costs are means per user); `rating` adds MAE and RMSE with their CIs."""
+    number = _number
+
+    def errors(s: MethodSummary) -> list[str]:
+        unrounded = s.floor_unrounded or {}
+        cells = [number(value) for ci in (s.mae, s.rmse) for value in ((ci.mean, ci.low, ci.high) if ci else
+                                                                       (None,) * 3)]
+        return cells + [number(unrounded[k].mean) if k in unrounded else "" for k in ("mae", "rmse")]
 
     with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(SUMMARY_COLUMNS)
+        writer.writerow(SUMMARY_COLUMNS + (SUMMARY_RATING_COLUMNS if rating else []))
         for s in summaries:
             acc, diff, wtl = s.accuracy, s.vs_reference, s.wtl
             writer.writerow([
@@ -265,7 +326,7 @@ def summary_csv(summaries: Sequence[MethodSummary]) -> str:
                 number(acc and acc.high), number(diff and diff.mean), number(diff and diff.low),
                 number(diff and diff.high), "" if wtl is None else wtl.wins, "" if wtl is None else wtl.ties,
                 "" if wtl is None else wtl.losses, f"{s.compile_task_calls:.1f}", f"{s.compile_proposer_calls:.1f}",
-                f"{s.test_calls:.1f}", f"{s.tokens:.0f}", f"{s.seconds:.1f}",
+                f"{s.test_calls:.1f}", f"{s.tokens:.0f}", f"{s.seconds:.1f}", *(errors(s) if rating else []),
             ])
         return handle.getvalue()
 
@@ -277,12 +338,14 @@ def write_report(report: BenchmarkReport, root: Path) -> None:
         run_dir.write_json("lms.json", report.lms)
     run_dir.write_json("report.json", report.to_dict())
     run_dir.write_text("report.md", render_markdown(report))
-    run_dir.write_text("summary.csv", summary_csv(report.summaries))
-    run_dir.write_text("results.csv", results_csv(report.results))
+    rating = _rating(report)
+    run_dir.write_text("summary.csv", summary_csv(report.summaries, rating=rating))
+    run_dir.write_text("results.csv", results_csv(report.results, rating=rating))
     floor = report.summary.get("floor")
     plot_accuracy_vs_calls(
         report.summaries, root / "plot.png",
         title=f"{report.users.dataset}: {len(report.users.user_ids)} users, {report.settings.n_train} train / "
               f"{report.settings.n_test} test; task LM {(report.lms or {}).get('task', {}).get('model')}",
         floor=floor.accuracy.mean if floor and floor.accuracy else None,
+        metric=f"test {_score_name(report)}",
     )

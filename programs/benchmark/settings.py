@@ -4,6 +4,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fermi_dspy.runs import LMConfig
+from programs.tasks import OPINION, RATING, TAGGING, task_for
 
 METHOD_ORDER = (
     "floor",
@@ -24,7 +25,30 @@ METHOD_ORDER = (
 DEFAULT_METHODS = ("floor", "zero_shot", "profile_prompt", "fewshot", "opro", "gepa", "fermi", "fermi_best",
                    "fermi_soft")
 """What a run compares unless told otherwise: the LM-free floor, the baselines, OPRO, GEPA and Fermi with its 0/1 and
-soft scores (COPRO, MIPROv2 and Fermi without profile stay available with --methods)."""
+soft scores (COPRO, MIPROv2 and Fermi without profile stay available with --methods); on a task, those it can run."""
+
+_NO_PROFILE = ("floor", "zero_shot", "fewshot", "opro", "gepa", "fermi", "fermi_best")
+TASK_METHODS: dict[str, tuple[str, ...]] = {
+    OPINION: METHOD_ORDER,
+    RATING: _NO_PROFILE,
+    TAGGING: (*_NO_PROFILE, "fermi_soft"),
+}
+"""The methods each task can run (`programs.tasks`). The MovieLens tasks have no profile, so the profile prompt and
+Fermi without profile would be the plain student and Fermi again; COPRO and MIPROv2 are configured for accuracy on
+opinion questions and are not run there; the soft score needs option probabilities, which a star rating has not.
+OPRO and GEPA start from the plain student; GEPA's feedback is the task's (`rating_score` states the person's
+rating)."""
+
+
+def task_methods(dataset: str) -> tuple[str, ...]:
+    """The methods a data set's task can run (`TASK_METHODS`)."""
+    return TASK_METHODS[task_for(dataset).name]
+
+
+def default_methods(dataset: str) -> tuple[str, ...]:
+    """`DEFAULT_METHODS` that the data set's task can run."""
+    supported = task_methods(dataset)
+    return tuple(m for m in DEFAULT_METHODS if m in supported)
 
 #: `task_lm` / `proposer_lm` for instant scripted LMs (`fermi_dspy.testing.instant_lm`): checks the pipeline in seconds.
 SCRIPTED = "scripted"
@@ -45,8 +69,9 @@ class BenchmarkSettings:
     """A benchmark run's settings; stored in the run directory, and a resumed run must match them.
 
     Attributes:
-        dataset: "hwang" (OpinionQA per-user records), "panelists" (OpinionQA ATP panelists) or "global"
-            (GlobalOpinionQA countries as users).
+        dataset: "hwang" (OpinionQA per-user records), "panelists" (OpinionQA ATP panelists), "global"
+            (GlobalOpinionQA countries as users), "movielens-rating" or "movielens-tag" (LaMP-3/LaMP-2-like MovieLens
+            tasks, no profile; `programs.tasks`). `for_data` gives a task's default split.
         data_path: A data file or folder instead of the default `../shared/data`.
         users: How many users to run.
         user_sample: "random" (a seeded sample of the users with enough answers, spread over topics) or "first"
@@ -54,7 +79,8 @@ class BenchmarkSettings:
         n_train: Training answers per user (what every method may learn from).
         n_test: Held-out answers per user (what every method is scored on).
         seed: Seeds the user sample, the splits and every optimizer.
-        methods: The methods to run (names from `METHOD_ORDER`).
+        methods: The methods to run (names from `METHOD_ORDER` that the task can run, `TASK_METHODS`); None is
+            `default_methods(dataset)`.
         num_iterations: Fermi's T (also OPRO's; COPRO's depth).
         num_candidates: Fermi's K (also OPRO's; COPRO's breadth).
         memory_size: Fermi's L (also OPRO's).
@@ -78,7 +104,7 @@ class BenchmarkSettings:
     n_train: int = 10
     n_test: int = 20
     seed: int = 0
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] | None = None
     num_iterations: int = 3
     num_candidates: int = 3
     memory_size: int = 5
@@ -93,10 +119,16 @@ class BenchmarkSettings:
     num_threads: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "methods", tuple(self.methods))
+        supported = task_methods(self.dataset)
+        methods = default_methods(self.dataset) if self.methods is None else tuple(self.methods)
+        object.__setattr__(self, "methods", methods)
         unknown = [m for m in self.methods if m not in METHOD_ORDER]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHOD_ORDER)}.")
+        unsupported = [m for m in self.ordered_methods if m not in supported]
+        if unsupported:
+            raise ValueError(f"the {task_for(self.dataset).name} task (--data {self.dataset}) cannot run "
+                             f"{', '.join(unsupported)}; the methods that work on it are: {', '.join(supported)}.")
         if not self.methods:
             raise ValueError("methods is empty; name at least one method.")
         if self.user_sample not in ("random", "first"):
@@ -106,6 +138,13 @@ class BenchmarkSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+
+    @classmethod
+    def for_data(cls, dataset: str = "hwang", **overrides: Any) -> "BenchmarkSettings":
+        """Settings for a data set with its task's default split (`programs.tasks.TaskSpec.split`) and methods."""
+        split = task_for(dataset).split
+        sizes = {"n_train": split[0], "n_test": split[1]} if split else {}
+        return cls(dataset=dataset, **{**sizes, **overrides})
 
     @property
     def ordered_methods(self) -> tuple[str, ...]:

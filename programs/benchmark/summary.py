@@ -1,11 +1,12 @@
-"""Per-method summary over users: accuracy with its CI, comparison with Fermi, and mean costs per user."""
+"""Per-method summary over users: accuracy (or the rating score) with its CI, the rating task's MAE and RMSE with
+theirs, comparison with Fermi, and mean costs per user."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Any
 
-from programs.benchmark.methods import METHODS, MethodResult
+from programs.benchmark.methods import MethodResult, method_spec
 from programs.benchmark.stats import MeanCI, WinTieLoss, bootstrap_ci, paired_difference, win_tie_loss
 
 
@@ -18,7 +19,8 @@ class MethodSummary:
         label: Its name in the report.
         users_ok: Users it ran on.
         not_run: (user_id, status, reason) of users it could not run on or failed on.
-        accuracy: Mean test accuracy over the users it ran on, with a 95% bootstrap CI over users.
+        accuracy: Mean test accuracy (rating task: mean score) over the users it ran on, with a 95% bootstrap CI over
+            users.
         vs_reference: Mean paired accuracy difference to the reference method, with its CI (None for the reference).
         wtl: Users it beats / ties / loses against the reference (None for the reference).
         compile_task_calls: Mean task-LM calls per user while compiling.
@@ -30,6 +32,9 @@ class MethodSummary:
         valid_share: Share of test answers naming one of the options (None when not recorded for every user).
         stray_calls: LM calls by LMs without a role, summed (0 unless the accounting leaks).
         shared_compile: The method whose compile it reuses, if any.
+        mae: Rating task: mean over users of the per-user MAE (stars), with its CI; else None.
+        rmse: Rating task: mean over users of the per-user RMSE, with its CI; else None.
+        floor_unrounded: Rating task, the floor: mean MAE and RMSE of the users' unrounded mean rating, with CIs.
     """
 
     method: str
@@ -48,13 +53,16 @@ class MethodSummary:
     valid_share: float | None = None
     stray_calls: int = 0
     shared_compile: str | None = None
+    mae: MeanCI | None = None
+    rmse: MeanCI | None = None
+    floor_unrounded: dict[str, MeanCI] | None = None
 
     @property
     def total_calls(self) -> float:
         return self.compile_task_calls + self.compile_proposer_calls + self.test_calls
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "method": self.method, "label": self.label, "users_ok": self.users_ok,
             "not_run": [{"user_id": u, "status": s, "reason": r} for u, s, r in self.not_run],
             "accuracy": self.accuracy.to_dict() if self.accuracy else None,
@@ -69,6 +77,12 @@ class MethodSummary:
             "valid_share": None if self.valid_share is None else round(self.valid_share, 4),
             "stray_calls": self.stray_calls, "shared_compile": self.shared_compile,
         }
+        for key in ("mae", "rmse"):  # the rating task's (other reports stay as they were)
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key).to_dict()
+        if self.floor_unrounded:
+            data["floor_unrounded"] = {k: v.to_dict() for k, v in self.floor_unrounded.items()}
+        return data
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -81,9 +95,24 @@ def _valid_share(results: Sequence[MethodResult]) -> float | None:
     return sum(r.details["valid_answers"] for r in results) / max(1, sum(r.n_test for r in results))
 
 
+def _errors(results: Sequence[MethodResult], key: str, seed: int) -> MeanCI | None:
+    values = [getattr(r, key) for r in results if getattr(r, key) is not None]
+    return bootstrap_ci(values, seed=seed) if values else None
+
+
+def _floor_unrounded(results: Sequence[MethodResult], seed: int) -> dict[str, MeanCI] | None:
+    found = {}
+    for key in ("mae", "rmse"):
+        values = [r.details[f"{key}_unrounded"] for r in results if f"{key}_unrounded" in r.details]
+        if values:
+            found[key] = bootstrap_ci(values, seed=seed)
+    return found or None
+
+
 def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference: str, *,
-              seed: int = 0) -> list[MethodSummary]:
-    """Summarize each method over its users, comparing it with `reference` on the users both ran on."""
+              seed: int = 0, dataset: str = "hwang") -> list[MethodSummary]:
+    """Summarize each method over its users, comparing it with `reference` on the users both ran on (methods are named
+    as on `dataset`'s task)."""
     accuracy = {m: {r.user_id: r.accuracy for r in results if r.method == m and r.ok} for m in methods}
     reference_accuracy = accuracy.get(reference, {})
     summaries = []
@@ -93,7 +122,7 @@ def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference
         compared = method != reference and bool(reference_accuracy) and bool(ok)
         summaries.append(MethodSummary(
             method=method,
-            label=METHODS[method].label,
+            label=method_spec(method, dataset).label,
             users_ok=len(ok),
             not_run=others,
             accuracy=bootstrap_ci([r.accuracy for r in ok], seed=seed) if ok else None,
@@ -109,5 +138,8 @@ def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference
             valid_share=_valid_share(ok),
             stray_calls=sum(r.stray_calls for r in results if r.method == method),
             shared_compile=next((r.shared_compile for r in ok if r.shared_compile), None),
+            mae=_errors(ok, "mae", seed),
+            rmse=_errors(ok, "rmse", seed),
+            floor_unrounded=_floor_unrounded(ok, seed) if method == "floor" else None,
         ))
     return summaries

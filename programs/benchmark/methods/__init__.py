@@ -4,13 +4,14 @@ Fermi with the single best prompt is computed by Fermi's job from the same compi
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from programs.benchmark.methods.base import CannotRunError, MethodResult, UserTask
 from programs.benchmark.methods.baselines import run_fewshot, run_floor, run_profile_prompt, run_zero_shot
 from programs.benchmark.methods.dspy_optimizers import run_copro, run_gepa, run_mipro
 from programs.benchmark.methods.fermi_methods import run_fermi, run_fermi_no_profile, run_fermi_soft, run_opro
 from programs.benchmark.settings import METHOD_ORDER
+from programs.tasks import RATING, TAGGING, task_for
 
 Job = Callable[[UserTask], dict[str, MethodResult]]
 
@@ -56,6 +57,34 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Fermi given no profile: starts from the plain student (ablation)"),
 )}
 
+_GEPA_NO_PROFILE = ("DSPy GEPA", "max_metric_calls = Fermi's task calls, feedback states the user's answer, from the "
+                    "plain student (no profile)")
+#: How the MovieLens tasks' floor, few-shot and GEPA are named and described (the other methods read the same on every
+#: task).
+TASK_WORDING: dict[str, dict[str, tuple[str, str]]] = {
+    RATING: {
+        "gepa": _GEPA_NO_PROFILE,
+        "floor": ("LM-free floor (mean rating)", "answers the user's mean training rating, rounded to a whole star; "
+                  "no LM"),
+        "fewshot": ("Retrieved few-shot", "the user's k most similar rated movies (TF-IDF over title and genres) "
+                    "with their ratings in the instruction, LaMP's retrieval baseline"),
+    },
+    TAGGING: {
+        "gepa": _GEPA_NO_PROFILE,
+        "floor": ("LM-free floor (most frequent tag)", "answers the user's most frequent training tag; no LM"),
+        "fewshot": ("Retrieved few-shot", "the user's k most similar tagged movies (TF-IDF over title and genres) "
+                    "with their tags in the instruction, LaMP's retrieval baseline"),
+    },
+}
+
+
+def method_spec(method: str, dataset: str) -> MethodSpec:
+    """`METHODS[method]`, named and described for the data set's task."""
+    wording = TASK_WORDING.get(task_for(dataset).name, {}).get(method)
+    spec = METHODS[method]
+    return spec if wording is None else replace(spec, label=wording[0], summary=wording[1])
+
+
 JOBS: dict[str, Job] = {
     "floor": run_floor,
     "zero_shot": run_zero_shot,
@@ -83,4 +112,5 @@ def jobs_for(methods: tuple[str, ...]) -> dict[str, list[str]]:
     return jobs
 
 
-__all__ = ["JOBS", "METHODS", "CannotRunError", "MethodResult", "MethodSpec", "UserTask", "jobs_for"]
+__all__ = ["JOBS", "METHODS", "TASK_WORDING", "CannotRunError", "MethodResult", "MethodSpec", "UserTask", "jobs_for",
+           "method_spec"]

@@ -13,6 +13,7 @@ from fermi_dspy.accounting import CallBudget, LMUsage, UsageMeter, wrap_lm
 from fermi_dspy.runs import JobContext, UserData
 from programs.benchmark.settings import BenchmarkSettings
 from programs.evaluation import evaluate_on_test
+from programs.tasks import TaskSpec, predicted_rating, rating_summary, task_for
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,11 @@ class UserTask:
     context: JobContext
     student: Callable[[], dspy.Module]
 
+    @property
+    def spec(self) -> TaskSpec:
+        """The task of the run's data set (student, metrics, floor, few-shot view)."""
+        return task_for(self.settings.dataset)
+
     def roles(self) -> Roles:
         """Fresh, separately counted copies of the LMs for one method."""
         return Roles(self.context)
@@ -91,7 +97,7 @@ class UserTask:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method on one user: accuracy on the user's test answers and what it cost.
+    """One method on one user: its score on the user's test answers and what it cost.
 
     Holds only ids, scores and counts: never a profile, an answer or a learned prompt (Pew's terms forbid publishing
     a respondent's profile together with answers, and prompts may quote both).
@@ -101,8 +107,9 @@ class MethodResult:
         method: The method's name.
         status: "ok", "cannot_run" (e.g. too few training answers; `reason` says why) or "failed" (an error).
         reason: Why the method did not run, or the error.
-        accuracy: Share of the user's test answers matched (None unless ok).
-        correct: Test answers matched.
+        accuracy: The mean test metric (None unless ok): the share of the user's test answers matched, or on the
+            rating task the mean `rating_score` (1 - |error| / 4.5).
+        correct: Test answers matched (ratings: within a star of the person's, the metric's "aligned").
         n_train: Training answers available.
         n_test: Test answers scored.
         test_failures: Test questions whose LM call failed (scored wrong).
@@ -114,6 +121,8 @@ class MethodResult:
         test_seconds: Wall time of answering the test questions.
         shared_compile: The method whose compile this one reuses (its costs are repeated here), if any.
         details: Method-specific facts (stop reason, candidates scored, ...), never text from the user.
+        mae: Rating task: mean absolute error in stars over the test answers that held a rating (else None).
+        rmse: Rating task: root mean squared error, likewise.
     """
 
     user_id: str
@@ -133,6 +142,8 @@ class MethodResult:
     test_seconds: float = 0.0
     shared_compile: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    mae: float | None = None
+    rmse: float | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -163,6 +174,9 @@ class MethodResult:
         data.update({key: getattr(self, key).to_dict() for key in ("compile_task", "compile_proposer", "test")})
         data.update(compile_seconds=round(self.compile_seconds, 3), test_seconds=round(self.test_seconds, 3),
                     details=dict(self.details))
+        for key in ("mae", "rmse"):  # only the rating task has them; other files stay as they were
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -221,10 +235,19 @@ def score_on_test(task: UserTask, method: str, compiled: Compiled, *, roles: Rol
     roles = roles or compiled.roles
     compile_calls, before, started = compiled.roles.calls("task", "proposer"), task.calls(), time.perf_counter()
     test_calls = roles.calls("test")
-    scored = evaluate_on_test(compiled.program, task.user.test, lm=roles.test, num_threads=task.settings.num_threads)
+    scored = evaluate_on_test(compiled.program, task.user.test, lm=roles.test, metric=task.spec.test_metric,
+                              num_threads=task.settings.num_threads)
     test_seconds = time.perf_counter() - started
-    valid = sum(option_index(answer, example.options) is not None
-                for answer, example in zip(scored.answers, task.user.test, strict=True) if example.get("options"))
+    pairs = list(zip(scored.answers, task.user.test, strict=True))
+    errors: dict[str, Any] = {}
+    if task.spec.is_rating:  # valid: a whole star 1-5, the student's scale; correct: within a star (aligned)
+        valid = sum(predicted_rating(answer) in (1.0, 2.0, 3.0, 4.0, 5.0) for answer, _ in pairs)
+        correct = sum(abs(predicted_rating(a) - e.rating) < 1.0 for a, e in pairs if predicted_rating(a) is not None)
+        errors = rating_summary(task.user.test, scored.answers)
+    else:
+        valid = sum(option_index(answer, example.options) is not None for answer, example in pairs
+                    if example.get("options"))
+        correct = round(sum(scored.scores))
     details = {**(details or {}), "valid_answers": valid}
     leaked = compiled.roles.calls("task", "proposer") - compile_calls
     if leaked:  # the program kept a compile-time LM bound to a predictor: its test calls were not on the test LM
@@ -237,7 +260,7 @@ def score_on_test(task: UserTask, method: str, compiled: Compiled, *, roles: Rol
         method=method,
         status="ok",
         accuracy=scored.accuracy,
-        correct=round(sum(scored.scores)),
+        correct=correct,
         n_train=len(task.user.train),
         n_test=len(task.user.test),
         test_failures=scored.failures,
@@ -249,6 +272,8 @@ def score_on_test(task: UserTask, method: str, compiled: Compiled, *, roles: Rol
         test_seconds=test_seconds,
         shared_compile=shared_compile,
         details={**compiled.details, **details},
+        mae=errors.get("mae"),
+        rmse=errors.get("rmse"),
     )
 
 

@@ -2,7 +2,9 @@
 
 Each starts from the profile-in-prompt student (the same starting point and information as Fermi's first
 candidate), learns from the user's training answers only, and uses the run's task LM for the program and the
-proposer LM as its prompt model (COPRO, MIPROv2) or reflection LM (GEPA).
+proposer LM as its prompt model (COPRO, MIPROv2) or reflection LM (GEPA). Without a profile (the MovieLens tasks) the
+starting student is the plain one; GEPA then learns from the task's feedback metric (`rating_score` for ratings),
+while COPRO and MIPROv2 are opinion-only (`programs.benchmark.settings.TASK_METHODS`).
 """
 
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import dspy
 from dspy.teleprompt import COPRO, GEPA, MIPROv2
 
-from fermi_dspy.metrics import answer_accuracy, answer_feedback
+from fermi_dspy.metrics import answer_accuracy
 from programs.baselines import profile_in_prompt
 from programs.benchmark.budgets import copro_config, gepa_config, mipro_config
 from programs.benchmark.methods.base import MethodResult, Roles, UserTask, compile_with, require_train, score_on_test
@@ -72,13 +74,13 @@ def run_mipro(task: UserTask) -> dict[str, MethodResult]:
 
 
 def run_gepa(task: UserTask) -> dict[str, MethodResult]:
-    """GEPA with Fermi's task-LM call budget and a feedback metric that states the user's answer."""
+    """GEPA with Fermi's task-LM call budget and the task's feedback metric, which states the user's answer."""
     require_train(task, 1, "GEPA")
     config = gepa_config(task.settings)
     details: dict[str, Any] = {"max_metric_calls": config.max_metric_calls}
 
     def build(roles: Roles) -> dspy.Module:
-        optimizer = GEPA(metric=answer_feedback, max_metric_calls=config.max_metric_calls,
+        optimizer = GEPA(metric=task.spec.feedback_metric, max_metric_calls=config.max_metric_calls,
                          reflection_lm=roles.proposer, reflection_minibatch_size=config.reflection_minibatch_size,
                          num_threads=task.settings.num_threads, seed=task.settings.seed, track_stats=True)
         program = optimizer.compile(starting_student(task), trainset=list(task.user.train))

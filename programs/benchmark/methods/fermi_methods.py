@@ -23,17 +23,18 @@ from programs.benchmark.methods.base import (
 
 def fermi_optimizer(task: UserTask, task_lm: dspy.BaseLM, proposer_lm: dspy.BaseLM, *, feedback: str = "misaligned",
                     selection: str = "retrieval", metric: Any = None) -> Fermi:
-    """Fermi with the run's T, K, L; retrieval over the question text with the run's N~."""
+    """Fermi with the run's T, K, L; retrieval over the task's fields (the question; a movie's title and genres)
+    with the run's N~; `metric` None is the task's (`rating_score` for ratings, else per-user accuracy)."""
     settings = task.settings
     return Fermi(
-        metric=metric,
+        metric=metric if metric is not None else task.spec.fermi_metric,
         prompt_model=proposer_lm,
         task_model=task_lm,
         num_iterations=settings.num_iterations,
         num_candidates=settings.num_candidates,
         memory_size=settings.memory_size,
         num_retrieved=settings.fewshot_k,
-        retrieval_fields=["question"],
+        retrieval_fields=task.spec.retrieval_fields,
         feedback=feedback,
         selection=selection,
         num_threads=settings.num_threads,

@@ -36,6 +36,7 @@ import platform
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -249,7 +250,9 @@ def user_rows(run_dir: RunDir, user_ids: Sequence[str], methods: Sequence[str] =
                 row["floor_unrounded"] = {k: scored["floor"].get(f"{k}_unrounded") for k in ("mae", "rmse")}
         row.update({
             "test_calls": {m: scored[m]["test_calls"] for m in methods},
-            "fermi": {key: result[key] for key in ("train_score", "stop_reason", "candidates_scored", "prompts_kept")},
+            "fermi": {**{key: result[key] for key in ("train_score", "stop_reason", "candidates_scored",
+                                                       "prompts_kept")},
+                      "proposals_rejected": result.get("proposals_rejected", {})},
             "fermi_compile_calls": {"task": result["calls"]["compile_task"],
                                     "proposer": result["calls"]["compile_proposer"]},
             "usage": saved["usage"],
@@ -359,15 +362,16 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any], method
 
     blocks = []
     for metric in metrics:
-        header = f"{'user':<28}" + "".join(f"{METHOD_LABELS[m]:>20}" for m in methods) + f"{'Fermi compile':>16}"
+        header = f"{'user':<28}" + "".join(f"{METHOD_LABELS[m]:>20}" for m in methods) + f"{'Fermi compile':>30}"
         lines = [header, "-" * len(header)]
         if len(metrics) > 1:
             better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
             lines.insert(0, f"{METRIC_LABELS[metric]}, {better}")
         for row in rows:
             calls = row["fermi_compile_calls"]["task"] + row["fermi_compile_calls"]["proposer"]
+            rejected = sum(row["fermi"].get("proposals_rejected", {}).values())
             lines.append(f"{row['user_id']:<28}" + "".join(f"{number(row[metric][m]):>20}" for m in methods)
-                         + f"{calls:>10} calls")
+                         + f"{calls:>10} calls, {rejected:>2} rejected")
         lines.append("-" * len(header))
         cells = []
         for method in methods:
@@ -432,6 +436,7 @@ def run_main_job(
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "dspy": dspy.__version__},
         "methods": {m: METHOD_LABELS[m] for m in methods},
         "overall": overall,
+        "proposals_rejected": dict(sum((Counter(r["fermi"].get("proposals_rejected", {})) for r in rows), Counter())),
         "users": rows,
         "failures": [asdict(f) if dataclasses.is_dataclass(f) else f for f in summary.failures],
         "run_status": summary.status,

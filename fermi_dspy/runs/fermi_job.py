@@ -239,6 +239,7 @@ class FermiJob(UserJob):
             "n_optimization": compiled.num_optimization_examples,
             "n_demonstrations": compiled.num_demonstration_examples,
             "candidates_scored": compiled.num_candidates_scored,
+            "proposals_rejected": dict(compiled.proposals_rejected),
             "prompts_kept": len(program.prompts),
             "best_prompt": program.prompts[0],
             **({"update": update} if update is not None else {}),

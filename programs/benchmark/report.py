@@ -11,6 +11,7 @@ import datetime
 import io
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,6 +239,7 @@ def render_markdown(report: BenchmarkReport) -> str:
     stray = sum(s.stray_calls for s in report.summaries)
     if stray:
         parts += ["", f"**Warning:** {stray} LM call(s) came from LMs without a role; the call counts may be off."]
+    parts += rejections_section(report)
     parts += ["", f"## Per-user test {_score_name(report)}", "", per_user_table(report)]
     if _rating(report):
         parts += ["", "## Per-user test MAE (stars, lower is better)", "", per_user_table(report, "mae")]
@@ -257,6 +259,28 @@ def render_markdown(report: BenchmarkReport) -> str:
             text += f" Configuration: {values}. Why: {config['why']}."
         parts.append(text)
     return "\n".join(parts) + "\n"
+
+
+def rejections_section(report: BenchmarkReport) -> list[str]:
+    """Lines of report.md on the proposals Fermi's hygiene rejected (not instructions), per method and reason."""
+    totals: dict[str, Counter[str]] = {}
+    users: Counter[str] = Counter()
+    for result in report.results:
+        rejected = (result.details or {}).get("proposals_rejected")
+        if result.status != "ok" or not isinstance(rejected, dict) or result.shared_compile:
+            continue
+        totals.setdefault(result.method, Counter()).update({k: int(v) for k, v in rejected.items()})
+        users[result.method] += 1
+    if not totals:
+        return []
+    labels = {s.method: s.label for s in report.summaries}
+    reasons = sorted({reason for counts in totals.values() for reason in counts})
+    lines = ["", "## Proposals rejected (not instructions; re-sampled within the budget)", "",
+             "| Method | Users | Total | " + " | ".join(reasons) + " |", "|---|---|---|" + "---|" * len(reasons)]
+    for method, counts in totals.items():
+        lines.append(f"| {labels.get(method, method)} | {users[method]} | {sum(counts.values())} | "
+                     + " | ".join(str(counts.get(r, 0)) for r in reasons) + " |")
+    return lines
 
 
 def _excluded(users: BenchmarkUsers) -> str:

@@ -130,3 +130,17 @@ def test_a_benchmark_directory_from_before_benchmarks_were_runs_still_renders(tm
         (COMMITTED / "report.json").read_text())["command"]
     with pytest.raises(ValueError, match="bench report"):
         run_benchmark(BenchmarkSettings.from_dict(json.loads((old / "settings.json").read_text())), old)
+
+
+def test_the_report_counts_fermis_rejected_proposals_by_reason(tmp_path):
+    """On the committed partial run (the 7b455d9 benchmark, whose Fermi details hold the hygiene's counts)."""
+    partial = tmp_path / "partial"
+    shutil.copytree(COMMITTED.parent / "hwang-qwen1.5b", partial)
+    assert fermi_dspy_main(["bench", "report", "--out", str(partial)]) == 0
+    section = (partial / "report.md").read_text().split("## Proposals rejected")[1].split("##")[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in section.splitlines() if line.startswith("| Fermi")}
+    assert "Fermi (Retrieval-of-Prompt)" in rows and "meta_prompt_structure" in section
+    assert "Fermi (single best prompt)" not in rows  # it reuses Fermi's compile: its rejections are Fermi's
+    details = [json.loads(p.read_text()).get("details", {}) for p in partial.glob("users/*/fermi.json")]
+    total = sum(sum(d.get("proposals_rejected", {}).values()) for d in details)
+    assert f"| {len(details)} | {total} |" in rows["Fermi (Retrieval-of-Prompt)"]

@@ -45,7 +45,9 @@ def test_main_job_writes_the_run_directory_and_resumes(tmp_path):
     program = load_personalized(tmp_path, saved["users"][0]["user_id"])
     assert "Answer as this person would. (variant" in " ".join(program.prompts)
     assert "Political party" not in json.dumps(saved)  # no profile next to scores in the report
-    assert report["table"].count("\n") >= 4
+    assert report["table"].count("\n") >= 4 and " rejected" in report["table"]
+    assert isinstance(saved["proposals_rejected"], dict)
+    assert all(isinstance(u["fermi"]["proposals_rejected"], dict) for u in saved["users"])
 
     before = calls()
     again = run_main_job(SETTINGS, tmp_path, task_lm=SPEC, display_progress=False)

@@ -24,12 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from programs.cold import rerun_cold
-
-
-def bootstrap_ci(values: list[float], rounds: int = 10_000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
+from programs.stats import bootstrap_ci
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("fresh", "update"):
         values = [r[kind]["accuracy"] for r in rows]
         summary[f"accuracy_{kind}"] = sum(values) / len(values)
-        summary[f"accuracy_{kind}_ci95"] = bootstrap_ci(values)
+        interval = bootstrap_ci(values)
+        summary[f"accuracy_{kind}_ci95"] = (interval.low, interval.high)
     summary["accuracy_first_compile"] = sum(r["first_accuracy"] for r in rows) / len(rows)
     print(f"\n{'':<10}{'LM calls':>10}{'accuracy':>10}  95% CI")
     for kind in ("fresh", "update"):

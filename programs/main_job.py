@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import platform
-import random
 import sys
 import time
 from collections import Counter
@@ -59,6 +58,7 @@ from fermi_dspy.runs import (
 from fermi_dspy.runs.cli import add_lm_arguments, lm_configs
 from programs.baselines import profile_in_prompt, zero_shot
 from programs.fewshot import RetrievedFewShot
+from programs.stats import bootstrap_ci
 from programs.tasks import (
     LOWER_IS_BETTER,
     METRIC_LABELS,
@@ -218,15 +218,6 @@ class MainJob(FermiJob):
         return output
 
 
-def bootstrap_ci(values: Sequence[float], *, seed: int = 0, rounds: int = 2000) -> tuple[float, float]:
-    """95% bootstrap confidence interval of the mean over users (percentile method)."""
-    if len(values) < 2:
-        return (values[0], values[0]) if values else (0.0, 0.0)
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choices(values, k=len(values))) / len(values) for _ in range(rounds))
-    return means[int(0.025 * rounds)], means[int(0.975 * rounds) - 1]
-
-
 def user_rows(run_dir: RunDir, user_ids: Sequence[str], methods: Sequence[str] = METHODS,
               metrics: Sequence[str] = ("accuracy",)) -> list[dict[str, Any]]:
     """One summary row per finished user: each metric per method, LM calls, tokens and time.
@@ -267,8 +258,10 @@ def _ci_key(metric: str) -> str:
 
 
 def _mean_ci(values: Sequence[float]) -> tuple[float | None, list[float]]:
-    low, high = bootstrap_ci(values)
-    return (sum(values) / len(values) if values else None), [low, high]
+    if not values:
+        return None, [0.0, 0.0]
+    interval = bootstrap_ci(values)
+    return interval.mean, [interval.low, interval.high]
 
 
 def summarize(rows: Sequence[dict[str, Any]], methods: Sequence[str] = METHODS,

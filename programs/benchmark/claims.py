@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from programs.benchmark.methods import METHODS, MethodResult
-from programs.benchmark.stats import MeanCI, paired_difference
+from programs.stats import MeanCI, paired_difference
 
 BASELINES = ("floor", "zero_shot", "profile_prompt", "fewshot", "opro", "copro", "mipro", "gepa")
 """What Fermi is compared with as "the best baseline" (its own ablations are not baselines)."""

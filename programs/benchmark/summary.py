@@ -7,7 +7,7 @@ from statistics import fmean
 from typing import Any
 
 from programs.benchmark.methods import MethodResult, method_spec
-from programs.benchmark.stats import MeanCI, WinTieLoss, bootstrap_ci, paired_difference, win_tie_loss
+from programs.stats import MeanCI, WinTieLoss, bootstrap_ci, paired_difference, win_tie_loss
 
 
 @dataclass(frozen=True)

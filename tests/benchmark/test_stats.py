@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from programs.benchmark.stats import bootstrap_ci, paired_difference, win_tie_loss
+from programs.stats import bootstrap_ci, paired_difference, win_tie_loss
 
 
 def test_constant_values_have_a_zero_width_interval():

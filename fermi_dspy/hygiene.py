@@ -19,7 +19,8 @@ _STRUCTURE = [
     re.compile(r"(?:^|\s)E\d+\.\s"),  # catalog labels of mis-aligned examples: "E4. question: ..."
     re.compile(r"\bPrompt \d+ \(score", re.IGNORECASE),
     re.compile(r"The person's answer(?: \([^)]*\))?:", re.IGNORECASE),
-    re.compile(r"\bMis-aligned on \d+ of \d+", re.IGNORECASE),
+    re.compile(r"\bMis-aligned on \d+ (?:out )?of \d+", re.IGNORECASE),  # "... on 5 of 8", "... on 5 out of 8"
+    re.compile(r"\bE\d+(?:\s*,\s*E\d+)+"),  # a list of the catalog's labels: "shares E1, E2, E3"
     re.compile(r"\bmodel answered '"),
     re.compile(r"^\s*(?:question|options)\s*:", re.IGNORECASE | re.MULTILINE),
     re.compile(r"<PROMPT>|\[\[ ## "),
@@ -35,14 +36,21 @@ def _letters(text: str) -> str:
     return re.sub(r"[^a-z0-9]", "", text.lower())
 
 
+#: Letters (and digits) in a row that a proposal may share with a training question before it counts as a copy.
+COPIED_RUN = 30
+
+
 def copies_training_question(text: str, questions: Iterable[str]) -> bool:
-    """Whether the proposal contains one of the user's training questions, or the first 60% of one."""
+    """Whether the proposal contains one of the user's training questions, the first 60% of one, or any
+    `COPIED_RUN` letters of one in a row (a quoted question with a word changed, e.g. "lead" -> "led")."""
     proposal = _letters(text)
     for question in questions:
         q = _letters(question)
         if len(q) < MIN_PROMPT_CHARS:
             continue
         if q[: max(MIN_PROMPT_CHARS, int(len(q) * 0.6))] in proposal:
+            return True
+        if any(q[start:start + COPIED_RUN] in proposal for start in range(0, max(1, len(q) - COPIED_RUN + 1), 3)):
             return True
     return False
 

@@ -164,9 +164,13 @@ def clean_proposal(text: Any, *, max_chars: int) -> str:
     return _truncate(text, max_chars)
 
 
+_SUBJECT = re.compile(r"^(?:this|the|a) person\b")
+
+
 def prompt_key(prompt: str) -> str:
-    """Normalized text used to recognize duplicate prompts."""
-    return " ".join(prompt.lower().split())
+    """Normalized text used to recognize duplicate prompts (case, spacing and the opening "This person" / "The
+    person" / "A person" do not make a prompt new)."""
+    return _SUBJECT.sub("person", " ".join(prompt.lower().split()))
 
 
 class Proposer:

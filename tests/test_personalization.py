@@ -133,7 +133,8 @@ def test_the_soft_metric_makes_fermi_ask_the_task_lm_for_logprobs():
 
 # Real degenerate proposals from the local proposers, one per rule.
 TRAINING = ["What type of leadership role should the U.S. play in the world? It should",
-            "Which of the following would you say you prefer for getting news?"]
+            "Which of the following would you say you prefer for getting news?",
+            "Has the issue of made-up news and information led you to change the way you use social media?"]
 TASK = "Answer the multiple-choice survey question with the letter of exactly one of its options."
 DEGENERATE = {
     "meta_prompt_structure": [
@@ -144,9 +145,16 @@ DEGENERATE = {
         "B. Play a shared leadership role",
         "Example 6:\n<PROMPT>",
         TASK,
+        # Kept by a cold main job (user 101224, 2026-12-01) before the rule took "out of" and label lists:
+        "This person is described as a professional in the entertainment industry, played by a single world leader. "
+        "Mis-aligned on 5 out of 8: shares E1, E2, E3, E4, E5 with the best prompt",
     ],
     "training_question": [
         "What type of leadership role should the US play in the world? It should Play a shared leadership role.",
+        # Kept by the same run (user 112238): a training question quoted with its answer, one word changed.
+        "The person has it easier when it comes to achieving having a fulfilling sex life goals. Specifically, the "
+        'question "Does the issue of made-up news and information led you to change the way you use social media? " '
+        "is answered by the person's response \"No, have not done this.\"",
     ],
     "question": ["In the world, is there a place where people can play a shared leadership role without facing any "
                  "negative impact?"],

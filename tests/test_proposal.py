@@ -73,6 +73,10 @@ def test_clean_proposal_and_dedupe_key():
     assert clean_proposal("x" * 50, max_chars=10) == "xxxxxxx..."
     assert clean_proposal(None, max_chars=10) == ""
     assert prompt_key("Be   Yourself") == prompt_key("be yourself")
+    # The same prompt opening with "The person" instead of "This person" is no new prompt (seen in a real memory).
+    assert prompt_key("The person is described as a professional.") == prompt_key(
+        "This person is described as a professional.")
+    assert prompt_key("This person supports unions.") != prompt_key("This person opposes unions.")
 
 
 def test_example_with_several_labels_lists_each():

@@ -28,5 +28,5 @@ def test_the_composition_block_runs_and_keeps_the_personalization(smallest_model
     monkeypatch.setenv("FERMI_LOCAL_MODEL", SMALLEST_MODEL)  # fetched and verified by the fixture
     namespace: dict = {"__name__": "readme"}
     exec(compile(readme_block("compose"), "README.md:compose", "exec"), namespace)  # its own asserts must hold
-    assert "personal.predict" in capsys.readouterr().out
+    assert "personal.program.predict" in capsys.readouterr().out  # the personalized predictor, by its real name
     assert namespace["pipeline"].personal is not namespace["personal"]  # the optimizer compiled a copy

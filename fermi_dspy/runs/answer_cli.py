@@ -207,8 +207,7 @@ def _task_lm(args: argparse.Namespace, store: ProgramStore) -> LMConfig:
     executed = manifest.get("execution", {}).get("lms", {}).get("task") or {}
     if not recorded.get("spec"):
         raise ValueError(f"{store.run_dir.path}/manifest.json names no task LM; pass --lm.")
-    settings = {key: recorded.get(key) for key in ("spec", "local_model", "route", "local_threads", "temperature",
-                                                   "max_tokens") if recorded.get(key) is not None}
+    settings = {key: recorded[key] for key in ("local_model", "route", "local_threads", "temperature", "max_tokens")
+                if recorded.get(key) is not None}
     api_base = args.api_base or executed.get("api_base") or recorded.get("api_base")
-    return LMConfig(**settings, api_base=api_base, api_key_env=args.api_key_env, cache=not args.no_cache,
-                    num_retries=args.num_retries, timeout=args.timeout)
+    return lm_config(args, recorded["spec"], **settings, api_base=api_base)

@@ -168,6 +168,16 @@ def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkE
     return WorkEstimate(**values)
 
 
+def result_usage(result: Mapping[str, Any]) -> LMUsage:
+    """Everything a finished user's result.json accounts for: its attempt, the attempts before it, and the versions
+    of the user computed on earlier input (`updated_from`, when a resume updated the user)."""
+    budget = result.get("budget") or {}
+    earlier = budget.get("earlier_attempts")
+    total = LMUsage.from_dict(result.get("usage")) + LMUsage.from_dict(
+        earlier if isinstance(earlier, Mapping) else {"calls": budget.get("calls_in_failed_attempts", 0)})
+    return total + LMUsage.from_dict((result.get("updated_from") or {}).get("usage"))
+
+
 def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> LMUsage:
     """The run's LM usage: every attempt of every user, finished, failed or interrupted.
 
@@ -178,16 +188,10 @@ def usage_totals(planned: list[PlannedUser], run_dir: RunDir | None = None) -> L
     total = LMUsage()
     for item in planned:
         if item.result is not None:
-            budget = item.result.get("budget", {})
-            earlier = budget.get("earlier_attempts")
-            total += LMUsage.from_dict(item.result.get("usage")) + LMUsage.from_dict(
-                earlier if isinstance(earlier, Mapping) else {"calls": budget.get("calls_in_failed_attempts", 0)})
-            total += LMUsage.from_dict((item.result.get("updated_from") or {}).get("usage"))
+            total += result_usage(item.result)
             continue
         if item.changed_input and item.previous is not None:  # what computed the earlier input's result
-            total += LMUsage.from_dict(item.previous.get("usage")) + LMUsage.from_dict(
-                (item.previous.get("budget") or {}).get("earlier_attempts"))
-            total += LMUsage.from_dict((item.previous.get("updated_from") or {}).get("usage"))
+            total += result_usage(item.previous)
         if run_dir is not None:
             item.ledger = run_dir.read_ledger(item.user.user_id)
         total += item.spent_before()

@@ -10,7 +10,6 @@ import time
 from collections import deque
 from typing import Any
 
-from fermi_dspy.accounting import LMUsage
 from fermi_dspy.progress import listening as progress_events
 from fermi_dspy.runs.budget import CostLedger
 from fermi_dspy.runs.estimate import RunEstimate
@@ -18,7 +17,7 @@ from fermi_dspy.runs.jobs import UserJob
 from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.ledger import append_line, end_cut_line
 from fermi_dspy.runs.lms import LMConfig
-from fermi_dspy.runs.planning import PlannedUser, usage_totals
+from fermi_dspy.runs.planning import PlannedUser, result_usage, usage_totals
 from fermi_dspy.runs.progress import RunProgress
 from fermi_dspy.runs.settings import RunSettings
 from fermi_dspy.runs.summary import BUDGET, COMPLETED, INTERRUPTED, RunSummary, UserFailure
@@ -221,14 +220,10 @@ class Scheduler:
 def _earlier_version(previous: dict[str, Any]) -> dict[str, Any]:
     """What a user's result computed on its earlier input recorded: that input's hash, its attempts and everything
     they (and versions before it) spent, so the run's usage keeps counting it."""
-    budget = previous.get("budget", {})
-    spent = LMUsage.from_dict(previous.get("usage")) + LMUsage.from_dict(budget.get("earlier_attempts") or {
-        "calls": budget.get("calls_in_failed_attempts", 0)})
-    before = previous.get("updated_from") or {}
-    spent += LMUsage.from_dict(before.get("usage"))
     return {"input_sha256": previous.get("input_sha256"), "attempts": previous.get("attempts"),
-            "finished_at": (previous.get("timing") or {}).get("finished_at"), "usage": spent.to_dict(),
-            "updates": int(before.get("updates", 0)) + 1}
+            "finished_at": (previous.get("timing") or {}).get("finished_at"),
+            "usage": result_usage(previous).to_dict(),
+            "updates": int((previous.get("updated_from") or {}).get("updates", 0)) + 1}
 
 
 def summarize_run(run: RunDir, planned: list[PlannedUser], scheduler: Scheduler, status: str, estimate: RunEstimate,

@@ -12,7 +12,7 @@ answers, then score Fermi and the task's baselines on the same test answers (`pr
 * MovieLens tags (`--data movielens-tag`, LaMP-2-like, no profile): Fermi, the plain student, the floor (the user's
   most frequent training tag) and retrieved few-shot; accuracy.
 
-With no profile, Fermi starts from the plain task prompt. Default splits: opinion 10 train / 15 test (3 users),
+With no profile, Fermi starts from the plain task prompt. Default splits: opinion 10 train / 12 test (3 users),
 rating 10 / 10 (3 users; all 706 raters qualify), tagging 8 / 8 (4 users: every user with 16 tagged movies).
 
 It runs on the many-user engine (`fermi_dspy.runs`), so its run directory is resumable and crash-safe, and then adds:
@@ -118,7 +118,7 @@ class MainJobSettings:
     data_path: str | None = None
     users: int = 3
     n_train: int = 10
-    n_test: int = 15
+    n_test: int = 12
     seed: int = 0
     num_iterations: int = 2
     num_candidates: int = 2

@@ -139,7 +139,7 @@ def test_each_task_has_its_own_defaults_and_an_opinion_run_keeps_its_identity():
     add_arguments(parser)
     sizes = {data: settings_from_args(parser.parse_args(["--data", data]))
              for data in ("panelists", "movielens-rating", "movielens-tag")}
-    assert [(s.users, s.n_train, s.n_test) for s in sizes.values()] == [(3, 10, 15), (3, 10, 10), (4, 8, 8)]
+    assert [(s.users, s.n_train, s.n_test) for s in sizes.values()] == [(3, 10, 12), (3, 10, 10), (4, 8, 8)]
     assert sizes["movielens-rating"].fermi()["metric"].__name__ == "rating_score"
     assert sizes["movielens-tag"].fermi()["retrieval_fields"] == ["title", "genres"]
     assert sizes["panelists"].fermi() == {"num_iterations": 2, "num_candidates": 2, "memory_size": 5,

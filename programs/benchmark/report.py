@@ -12,7 +12,7 @@ import io
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from programs.benchmark.provenance import describe_environment
 from programs.benchmark.settings import REFERENCE_METHOD, BenchmarkSettings
 from programs.benchmark.summary import MethodSummary, summarize
 from programs.benchmark.users import BenchmarkUsers
+from programs.stats import MeanCI
 from programs.tasks import OPINION, task_for
 
 SPLIT_PROCEDURE = ("fermi_dspy.data.split_user: each answer is ordered by sha256(seed, user_id, example_id); train is "
@@ -126,45 +127,49 @@ def _score_name(report: BenchmarkReport) -> str:
     return "score" if _rating(report) else "accuracy"
 
 
+def _row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(cell) for cell in cells) + " |"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A Markdown table's lines."""
+    return [_row(header), "|" + "---|" * len(header), *(_row(row) for row in rows)]
+
+
 def summary_table(report: BenchmarkReport) -> str:
     """The per-method Markdown table (costs are means per user); the rating task adds MAE and RMSE."""
     valid = all(s.valid_share is not None for s in report.summaries if s.users_ok)
     rating = _rating(report)
-    header = (f"| Method | Users | Test {_score_name(report)} [95% CI] |"
-              + (" MAE, stars ↓ [95% CI] | RMSE, stars ↓ [95% CI] |" if rating else "")
-              + " Δ vs Fermi [95% CI] | W/T/L vs Fermi | Task calls (compile) | Proposer calls | Test calls | Tokens "
-              "| Wall s |" + (" Valid answers |" if valid else ""))
-    lines = [header, "|" + "---|" * (10 + valid + 2 * rating)]
+    header = ["Method", "Users", f"Test {_score_name(report)} [95% CI]",
+              *(["MAE, stars ↓ [95% CI]", "RMSE, stars ↓ [95% CI]"] if rating else []), "Δ vs Fermi [95% CI]",
+              "W/T/L vs Fermi", "Task calls (compile)", "Proposer calls", "Test calls", "Tokens", "Wall s",
+              *(["Valid answers"] if valid else [])]
+    rows = []
     for s in report.summaries:
         users = f"{s.users_ok}" + (f" (+{len(s.not_run)} not run)" if s.not_run else "")
         wtl = "(reference)" if s.method == REFERENCE_METHOD else (str(s.wtl) if s.wtl else "–")
-        shared = " ‡" if s.shared_compile else ""
-        errors = f" {_ci(s.mae)} | {_ci(s.rmse)} |" if rating else ""
-        lines.append(f"| {s.label}{shared} | {users} | {_ci(s.accuracy)} |{errors} {_ci(s.vs_reference, signed=True)} "
-                     f"| {wtl} | {s.compile_task_calls:.0f} | {s.compile_proposer_calls:.0f} | {s.test_calls:.0f} "
-                     f"| {s.tokens:,.0f} | {s.seconds:,.1f} |"
-                     + (f" {s.valid_share:.0%} |" if valid and s.valid_share is not None else " – |" if valid else ""))
-    return "\n".join(lines)
+        valid_cell = "–" if s.valid_share is None else f"{s.valid_share:.0%}"
+        rows.append([s.label + (" ‡" if s.shared_compile else ""), users, _ci(s.accuracy),
+                     *([_ci(s.mae), _ci(s.rmse)] if rating else []), _ci(s.vs_reference, signed=True), wtl,
+                     f"{s.compile_task_calls:.0f}", f"{s.compile_proposer_calls:.0f}", f"{s.test_calls:.0f}",
+                     f"{s.tokens:,.0f}", f"{s.seconds:,.1f}", *([valid_cell] if valid else [])])
+    return "\n".join(_table(header, rows))
 
 
 def per_user_table(report: BenchmarkReport, value: str = "accuracy") -> str:
     """`value` ("accuracy": the test score; "mae") of every method on every user (ids and scores only)."""
-    methods = [s.method for s in report.summaries]
     by_key = {(r.user_id, r.method): r for r in report.results}
-    lines = ["| User | " + " | ".join(s.label for s in report.summaries) + " |", "|" + "---|" * (len(methods) + 1)]
-    for user_id in report.users.user_ids:
-        cells = []
-        for method in methods:
-            result = by_key.get((user_id, method))
-            number = getattr(result, value, None) if result is not None else None
-            if result is None:
-                cells.append("…")
-            elif result.ok:
-                cells.append("–" if number is None else f"{number:.2f}")
-            else:
-                cells.append(result.status.replace("_", " "))
-        lines.append(f"| {user_id} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+
+    def cell(result: MethodResult | None) -> str:
+        if result is None:
+            return "…"
+        if not result.ok:
+            return result.status.replace("_", " ")
+        number = getattr(result, value, None)
+        return "–" if number is None else f"{number:.2f}"
+
+    rows = [[u, *(cell(by_key.get((u, s.method))) for s in report.summaries)] for u in report.users.user_ids]
+    return "\n".join(_table(["User", *(s.label for s in report.summaries)], rows))
 
 
 def _metric_note(report: BenchmarkReport) -> str:
@@ -229,13 +234,13 @@ def render_markdown(report: BenchmarkReport) -> str:
         floor = [c for c in answers if c.kind == "floor"]
         if floor:
             parts += ["", "Against the LM-free floor (a method that does not beat it learned nothing a counter could "
-                      "not):", "", "| Method | − floor, points [95% CI] | Beats the floor? |", "|---|---|---|"]
-            parts += [f"| {labels[c.better]} | {c.difference.mean * 100:+.1f} [{c.difference.low * 100:+.1f}, "
-                      f"{c.difference.high * 100:+.1f}] | {c.verdict} |" for c in floor]
+                      "not):", ""]
+            parts += _table(["Method", "− floor, points [95% CI]", "Beats the floor?"], [
+                [labels[c.better], f"{c.difference.mean * 100:+.1f} [{c.difference.low * 100:+.1f}, "
+                 f"{c.difference.high * 100:+.1f}]", c.verdict] for c in floor])
     not_run = [(s.label, u, st, r) for s in report.summaries for u, st, r in s.not_run]
     if not_run:
-        parts += ["", "## Not run", "", "| Method | User | Status | Reason |", "|---|---|---|---|"]
-        parts += [f"| {label} | {u} | {st} | {r} |" for label, u, st, r in not_run]
+        parts += ["", "## Not run", "", *_table(["Method", "User", "Status", "Reason"], not_run)]
     stray = sum(s.stray_calls for s in report.summaries)
     if stray:
         parts += ["", f"**Warning:** {stray} LM call(s) came from LMs without a role; the call counts may be off."]
@@ -330,27 +335,24 @@ SUMMARY_RATING_COLUMNS = ["mae", "mae_ci_low", "mae_ci_high", "rmse", "rmse_ci_l
 """summary.csv's columns on the rating task, after the others (its `accuracy` columns are the score)."""
 
 
+def _ci_cells(ci: MeanCI | None) -> list[str]:
+    return [_number(value) for value in ((ci.mean, ci.low, ci.high) if ci else (None,) * 3)]
+
+
 def summary_csv(summaries: Sequence[MethodSummary], *, rating: bool = False) -> str:
     """summary.csv: one row per method (costs are means per user); `rating` adds MAE and RMSE with their CIs."""
-    number = _number
-
-    def errors(s: MethodSummary) -> list[str]:
-        unrounded = s.floor_unrounded or {}
-        cells = [number(value) for ci in (s.mae, s.rmse) for value in ((ci.mean, ci.low, ci.high) if ci else
-                                                                       (None,) * 3)]
-        return cells + [number(unrounded[k].mean) if k in unrounded else "" for k in ("mae", "rmse")]
-
     with io.StringIO(newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(SUMMARY_COLUMNS + (SUMMARY_RATING_COLUMNS if rating else []))
         for s in summaries:
-            acc, diff, wtl = s.accuracy, s.vs_reference, s.wtl
+            unrounded = s.floor_unrounded or {}
+            errors = [*_ci_cells(s.mae), *_ci_cells(s.rmse),
+                      *(_number(unrounded[k].mean) if k in unrounded else "" for k in ("mae", "rmse"))]
             writer.writerow([
-                s.method, s.label, s.users_ok, len(s.not_run), number(acc and acc.mean), number(acc and acc.low),
-                number(acc and acc.high), number(diff and diff.mean), number(diff and diff.low),
-                number(diff and diff.high), "" if wtl is None else wtl.wins, "" if wtl is None else wtl.ties,
-                "" if wtl is None else wtl.losses, f"{s.compile_task_calls:.1f}", f"{s.compile_proposer_calls:.1f}",
-                f"{s.test_calls:.1f}", f"{s.tokens:.0f}", f"{s.seconds:.1f}", *(errors(s) if rating else []),
+                s.method, s.label, s.users_ok, len(s.not_run), *_ci_cells(s.accuracy), *_ci_cells(s.vs_reference),
+                *(("", "", "") if s.wtl is None else (s.wtl.wins, s.wtl.ties, s.wtl.losses)),
+                f"{s.compile_task_calls:.1f}", f"{s.compile_proposer_calls:.1f}", f"{s.test_calls:.1f}",
+                f"{s.tokens:.0f}", f"{s.seconds:.1f}", *(errors if rating else []),
             ])
         return handle.getvalue()
 

@@ -44,9 +44,7 @@ def run_copro(task: UserTask) -> dict[str, MethodResult]:
                        best_train_score=_score(program.candidate_programs[0]["score"], percent=True))
         return program
 
-    compiled = compile_with(task, build)
-    compiled.details.update(details)
-    return {"copro": score_on_test(task, "copro", compiled)}
+    return {"copro": score_on_test(task, "copro", compile_with(task, build), details=details)}
 
 
 def run_mipro(task: UserTask) -> dict[str, MethodResult]:
@@ -68,9 +66,7 @@ def run_mipro(task: UserTask) -> dict[str, MethodResult]:
                        trials_logged=len(getattr(program, "trial_logs", {}) or {}))
         return program
 
-    compiled = compile_with(task, build)
-    compiled.details.update(details)
-    return {"mipro": score_on_test(task, "mipro", compiled)}
+    return {"mipro": score_on_test(task, "mipro", compile_with(task, build), details=details)}
 
 
 def run_gepa(task: UserTask) -> dict[str, MethodResult]:
@@ -90,9 +86,7 @@ def run_gepa(task: UserTask) -> dict[str, MethodResult]:
                            best_train_score=_score(result.val_aggregate_scores[result.best_idx]))
         return program
 
-    compiled = compile_with(task, build)
-    compiled.details.update(details)
-    return {"gepa": score_on_test(task, "gepa", compiled)}
+    return {"gepa": score_on_test(task, "gepa", compile_with(task, build), details=details)}
 
 
 def _score(value: Any, *, percent: bool = False) -> float | None:

@@ -79,15 +79,9 @@ class BenchmarkJob(UserJob):
     name = "benchmark"
 
     def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] | None = None) -> None:
-        spec = task_for(settings.dataset)
         self.settings = settings
-        self.student = student or spec.student
-        fermi = {"num_iterations": settings.num_iterations, "num_retrieved": settings.fewshot_k,
-                 "num_candidates": settings.num_candidates, "memory_size": settings.memory_size,
-                 "retrieval_fields": spec.retrieval_fields}
-        if spec.fermi_metric is not None:
-            fermi["metric"] = spec.fermi_metric
-        self._fermi = FermiJob(self.student, fermi=fermi)
+        self.student = student or task_for(settings.dataset).student
+        self._fermi = FermiJob(self.student, fermi=settings.fermi())
 
     def describe(self) -> dict[str, Any]:
         student = f"{self.student.__module__}.{self.student.__qualname__}"

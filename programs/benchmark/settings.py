@@ -160,6 +160,14 @@ class BenchmarkSettings:
     def from_dict(cls, data: dict[str, Any]) -> "BenchmarkSettings":
         return cls(**{**data, "methods": tuple(data["methods"])})
 
+    def fermi(self) -> dict[str, Any]:
+        """Fermi's arguments for the run: T, K, L, retrieval N~ and the task's retrieval fields and metric."""
+        spec = task_for(self.dataset)
+        fermi = {"num_iterations": self.num_iterations, "num_retrieved": self.fewshot_k,
+                 "num_candidates": self.num_candidates, "memory_size": self.memory_size,
+                 "retrieval_fields": spec.retrieval_fields}
+        return fermi if spec.fermi_metric is None else {**fermi, "metric": spec.fermi_metric}
+
     def lm_configs(self, **execution: Any) -> tuple[LMConfig, LMConfig]:
         """The task and proposer LMs, uncached so that every method pays for every call.
 

@@ -4,6 +4,7 @@ Fermi with the single best prompt reuses Fermi's compile (the same kept prompts 
 at answer time differs, so the two differ in nothing but the selection rule.
 """
 
+from dataclasses import replace
 from typing import Any
 
 import dspy
@@ -19,28 +20,6 @@ from programs.benchmark.methods.base import (
     require_train,
     score_on_test,
 )
-
-
-def fermi_optimizer(task: UserTask, task_lm: dspy.BaseLM, proposer_lm: dspy.BaseLM, *, feedback: str = "misaligned",
-                    selection: str = "retrieval", metric: Any = None) -> Fermi:
-    """Fermi with the run's T, K, L; retrieval over the task's fields (the question; a movie's title and genres)
-    with the run's N~; `metric` None is the task's (`rating_score` for ratings, else per-user accuracy)."""
-    settings = task.settings
-    return Fermi(
-        metric=metric if metric is not None else task.spec.fermi_metric,
-        prompt_model=proposer_lm,
-        task_model=task_lm,
-        num_iterations=settings.num_iterations,
-        num_candidates=settings.num_candidates,
-        memory_size=settings.memory_size,
-        num_retrieved=settings.fewshot_k,
-        retrieval_fields=task.spec.retrieval_fields,
-        feedback=feedback,
-        selection=selection,
-        num_threads=settings.num_threads,
-        seed=settings.seed,
-        display_progress=False,
-    )
 
 
 def fermi_details(result: FermiResult) -> dict[str, Any]:
@@ -70,12 +49,15 @@ def with_selection(program: PersonalizedProgram, student: dspy.Module, selection
 
 def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile: bool = True,
                   metric: Any = None) -> Compiled:
-    """Compile the user's student with Fermi on the user's training answers."""
+    """Compile the user's student with Fermi (the run's T, K, L and N~, `BenchmarkSettings.fermi`) on the user's
+    training answers; `metric` None is the task's (`rating_score` for ratings, else per-user accuracy)."""
     require_train(task, MIN_TRAINSET_SIZE, "Fermi")
     profile = task.user.profile if with_profile else None
 
     def build(roles: Roles) -> PersonalizedProgram:
-        optimizer = fermi_optimizer(task, roles.task, roles.proposer, feedback=feedback, metric=metric)
+        fermi = {**task.settings.fermi(), **({} if metric is None else {"metric": metric})}
+        optimizer = Fermi(**fermi, prompt_model=roles.proposer, task_model=roles.task, feedback=feedback,
+                          num_threads=task.settings.num_threads, seed=task.settings.seed, display_progress=False)
         return optimizer.compile(task.student(), trainset=task.user.train, profile=profile)
 
     compiled = compile_with(task, build)
@@ -88,8 +70,8 @@ def run_fermi(task: UserTask) -> dict[str, MethodResult]:
     compiled = compile_fermi(task)
     results = {"fermi": score_on_test(task, "fermi", compiled)}
     if "fermi_best" in task.settings.methods:
-        best = Compiled(with_selection(compiled.program, task.student(), "best"), compiled.roles, compiled.seconds,
-                        dict(compiled.details), compiled.stray_calls)
+        best = replace(compiled, program=with_selection(compiled.program, task.student(), "best"),
+                       details=dict(compiled.details))
         results["fermi_best"] = score_on_test(task, "fermi_best", best, roles=task.roles(), shared_compile="fermi")
     return results
 

@@ -85,19 +85,10 @@ def method_spec(method: str, dataset: str) -> MethodSpec:
     return spec if wording is None else replace(spec, label=wording[0], summary=wording[1])
 
 
-JOBS: dict[str, Job] = {
-    "floor": run_floor,
-    "zero_shot": run_zero_shot,
-    "profile_prompt": run_profile_prompt,
-    "fewshot": run_fewshot,
-    "opro": run_opro,
-    "copro": run_copro,
-    "mipro": run_mipro,
-    "gepa": run_gepa,
-    "fermi": run_fermi,
-    "fermi_soft": run_fermi_soft,
-    "fermi_no_profile": run_fermi_no_profile,
-}
+JOBS: dict[str, Job] = {job.__name__.removeprefix("run_"): job for job in (
+    run_floor, run_zero_shot, run_profile_prompt, run_fewshot, run_opro, run_copro, run_mipro, run_gepa, run_fermi,
+    run_fermi_soft, run_fermi_no_profile)}
+"""Each job by its name (`run_<name>`), which is also the name of the first method it yields."""
 
 if tuple(METHODS) != METHOD_ORDER:
     raise RuntimeError("programs.benchmark.methods.METHODS and settings.METHOD_ORDER must list the same methods.")

@@ -9,32 +9,20 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fermi_dspy import Fermi
+from fermi_dspy.optimizer import CallPlan
 from programs.benchmark.settings import BenchmarkSettings
 from programs.tasks import task_for
 
-
-@dataclass(frozen=True)
-class FermiBudget:
-    """Fermi's nominal cost per user (no early stop).
-
-    Attributes:
-        candidates: Prompts scored, T*K (the profile prompt counts as one of iteration 0's K).
-        optimization_examples: Answers each candidate is scored on.
-        task_calls: candidates * optimization_examples.
-        proposer_calls: Proposals requested, T*K - 1.
-    """
-
-    candidates: int
-    optimization_examples: int
-    task_calls: int
-    proposer_calls: int
+FERMI_BUDGET = ("candidates", "optimization_examples", "task_calls", "proposer_calls")
+"""What the report states of Fermi's cost model: prompts scored (T*K), answers each is scored on, task-LM calls
+(their product) and proposals requested (T*K - 1)."""
 
 
-def fermi_budget(settings: BenchmarkSettings) -> FermiBudget:
-    """From Fermi's own cost model (`Fermi.call_plan`) with the run's T and K and Fermi's default split."""
-    plan = Fermi(num_iterations=settings.num_iterations, num_candidates=settings.num_candidates).call_plan(
+def fermi_budget(settings: BenchmarkSettings) -> CallPlan:
+    """Fermi's nominal cost per user (no early stop): its own cost model (`Fermi.call_plan`) with the run's T and K
+    and Fermi's default split."""
+    return Fermi(num_iterations=settings.num_iterations, num_candidates=settings.num_candidates).call_plan(
         settings.n_train)
-    return FermiBudget(plan.candidates, plan.optimization_examples, plan.task_calls, plan.proposer_calls)
 
 
 @dataclass(frozen=True)
@@ -96,9 +84,11 @@ def _why(config: type) -> str:
 
 def describe_budgets(settings: BenchmarkSettings) -> dict[str, Any]:
     """Every optimizer's configuration for this run, with the reason, for the report."""
+    fermi = fermi_budget(settings)
     return {
-        "fermi": {**asdict(fermi_budget(settings)), "T": settings.num_iterations, "K": settings.num_candidates,
-                  "L": settings.memory_size, "why": "the run's T, K, L; 80% of the trainset scored, 20% shown"},
+        "fermi": {**{k: getattr(fermi, k) for k in FERMI_BUDGET}, "T": settings.num_iterations,
+                  "K": settings.num_candidates, "L": settings.memory_size,
+                  "why": "the run's T, K, L; 80% of the trainset scored, 20% shown"},
         "copro": {**asdict(copro_config(settings)), "why": _why(CoproConfig)},
         "mipro": {**asdict(mipro_config(settings)), "why": _why(MiproConfig)},
         "gepa": {**asdict(gepa_config(settings)), "why": _why(GepaConfig).replace(

@@ -54,10 +54,6 @@ def _accuracies(results: Sequence[MethodResult]) -> dict[str, dict[str, float]]:
     return by_method
 
 
-def _mean(values: Mapping[str, float]) -> float:
-    return sum(values.values()) / len(values)
-
-
 def claims(results: Sequence[MethodResult], *, seed: int = 0, measure: str = "accuracy") -> list[Claim]:
     """The comparisons that the methods present in `results` allow (`measure`: what their score is called)."""
     accuracy = _accuracies(results)
@@ -71,7 +67,7 @@ def claims(results: Sequence[MethodResult], *, seed: int = 0, measure: str = "ac
     found = []
     baselines = [m for m in BASELINES if m in accuracy]
     if "fermi" in accuracy and baselines:
-        best = max(baselines, key=lambda m: _mean(accuracy[m]))
+        best = max(baselines, key=lambda m: sum(accuracy[m].values()) / len(accuracy[m]))
         found.append(claim(f"Does Fermi beat the best baseline (by mean {measure} here)?", "fermi", best))
     found.append(claim("(a) Do mis-aligned responses beat a scores-only memory?", "fermi", "opro"))
     found.append(claim("(b) Does Retrieval-of-Prompt beat the single best prompt?", "fermi", "fermi_best"))

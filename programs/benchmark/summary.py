@@ -95,18 +95,14 @@ def _valid_share(results: Sequence[MethodResult]) -> float | None:
     return sum(r.details["valid_answers"] for r in results) / max(1, sum(r.n_test for r in results))
 
 
-def _errors(results: Sequence[MethodResult], key: str, seed: int) -> MeanCI | None:
-    values = [getattr(r, key) for r in results if getattr(r, key) is not None]
+def _ci(values: Sequence[float], seed: int) -> MeanCI | None:
     return bootstrap_ci(values, seed=seed) if values else None
 
 
 def _floor_unrounded(results: Sequence[MethodResult], seed: int) -> dict[str, MeanCI] | None:
-    found = {}
-    for key in ("mae", "rmse"):
-        values = [r.details[f"{key}_unrounded"] for r in results if f"{key}_unrounded" in r.details]
-        if values:
-            found[key] = bootstrap_ci(values, seed=seed)
-    return found or None
+    cis = {k: _ci([r.details[f"{k}_unrounded"] for r in results if f"{k}_unrounded" in r.details], seed)
+           for k in ("mae", "rmse")}
+    return {k: ci for k, ci in cis.items() if ci is not None} or None
 
 
 def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference: str, *,
@@ -118,14 +114,13 @@ def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference
     summaries = []
     for method in methods:
         ok = [r for r in results if r.method == method and r.ok]
-        others = [(r.user_id, r.status, r.reason) for r in results if r.method == method and not r.ok]
         compared = method != reference and bool(reference_accuracy) and bool(ok)
         summaries.append(MethodSummary(
             method=method,
             label=method_spec(method, dataset).label,
             users_ok=len(ok),
-            not_run=others,
-            accuracy=bootstrap_ci([r.accuracy for r in ok], seed=seed) if ok else None,
+            not_run=[(r.user_id, r.status, r.reason) for r in results if r.method == method and not r.ok],
+            accuracy=_ci([r.accuracy for r in ok], seed),
             vs_reference=paired_difference(accuracy[method], reference_accuracy, seed=seed) if compared else None,
             wtl=win_tie_loss(accuracy[method], reference_accuracy) if compared else None,
             compile_task_calls=_mean([r.compile_task.usage.calls for r in ok]),
@@ -138,8 +133,8 @@ def summarize(results: Sequence[MethodResult], methods: Sequence[str], reference
             valid_share=_valid_share(ok),
             stray_calls=sum(r.stray_calls for r in results if r.method == method),
             shared_compile=next((r.shared_compile for r in ok if r.shared_compile), None),
-            mae=_errors(ok, "mae", seed),
-            rmse=_errors(ok, "rmse", seed),
+            mae=_ci([r.mae for r in ok if r.mae is not None], seed),
+            rmse=_ci([r.rmse for r in ok if r.rmse is not None], seed),
             floor_unrounded=_floor_unrounded(ok, seed) if method == "floor" else None,
         ))
     return summaries

@@ -122,26 +122,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     """The run's settings from the parsed `bench run` arguments."""
-    defaults = BenchmarkSettings()
-    paper = PAPER_SETTINGS if args.paper else {}
-
-    def pick(value: int | None, key: str) -> int:
-        return value if value is not None else paper.get(key, getattr(defaults, key))
-
     if args.methods is None:
         asked = default_methods(args.data)
     elif ALL in args.methods:
         asked = task_methods(args.data)
     else:
         asked = tuple(args.methods)
-    methods = tuple(m for m in asked if m not in set(args.skip))
-    split = BenchmarkSettings.for_data(args.data)
-    return BenchmarkSettings(
-        dataset=args.data, data_path=args.data_path, users=args.users, user_sample=args.user_sample,
-        n_train=split.n_train if args.train is None else args.train,
-        n_test=split.n_test if args.test is None else args.test, seed=args.seed, methods=methods,
-        num_iterations=pick(args.iterations, "num_iterations"), num_candidates=pick(args.candidates, "num_candidates"),
-        memory_size=pick(args.memory, "memory_size"), fewshot_k=args.fewshot_k,
+    given = {"n_train": args.train, "n_test": args.test, "num_iterations": args.iterations,
+             "num_candidates": args.candidates, "memory_size": args.memory}
+    sizes = {**(PAPER_SETTINGS if args.paper else {}), **{k: v for k, v in given.items() if v is not None}}
+    return BenchmarkSettings.for_data(
+        args.data, **sizes, data_path=args.data_path, users=args.users, user_sample=args.user_sample, seed=args.seed,
+        methods=tuple(m for m in asked if m not in set(args.skip)), fewshot_k=args.fewshot_k,
         task_lm=SCRIPTED if args.scripted else (args.lm or os.environ.get("FERMI_LM") or DEFAULT_TASK_LM),
         proposer_lm=SCRIPTED if args.scripted else args.proposer_lm,
         local_model=args.local_model, route=args.route, api_base=args.api_base,

@@ -87,35 +87,19 @@ def plain_dspy_per_call(examples: Sequence[dspy.Example], calls: int,
     return (seconds - inside) / calls, inside / calls
 
 
-@dataclass(frozen=True)
-class RealCompile:
-    """Fermi compiles of a real benchmark run (means over its users)."""
-
-    source: str
-    users: int
-    seconds: float
-    lm_seconds: float
-    evaluations: float
-    proposer_calls: float
-
-    @property
-    def measured_outside_share(self) -> float:
-        return (self.seconds - self.lm_seconds) / self.seconds if self.seconds else float("nan")
-
-
-def real_fermi_compiles(run_dir: Path, user_ids: Sequence[str]) -> RealCompile | None:
-    """Fermi's compiles in a benchmark run directory, or None when it has none."""
+def real_fermi_compiles(run_dir: Path, user_ids: Sequence[str]) -> dict[str, Any] | None:
+    """Fermi's compiles in a benchmark run directory (means over its users), or None when it has none."""
     results = [r for r in read_results(run_dir, user_ids, ("fermi",)) if r.ok]
     if not results:
         return None
-    return RealCompile(
-        source=str(run_dir),
-        users=len(results),
-        seconds=statistics.fmean(r.compile_seconds for r in results),
-        lm_seconds=statistics.fmean(r.compile_task.lm_seconds + r.compile_proposer.lm_seconds for r in results),
-        evaluations=statistics.fmean(r.compile_task.usage.calls for r in results),
-        proposer_calls=statistics.fmean(r.compile_proposer.usage.calls for r in results),
-    )
+    return {
+        "source": str(run_dir),
+        "users": len(results),
+        "seconds": statistics.fmean(r.compile_seconds for r in results),
+        "lm_seconds": statistics.fmean(r.compile_task.lm_seconds + r.compile_proposer.lm_seconds for r in results),
+        "evaluations": statistics.fmean(r.compile_task.usage.calls for r in results),
+        "proposer_calls": statistics.fmean(r.compile_proposer.usage.calls for r in results),
+    }
 
 
 def measure_overhead(settings: BenchmarkSettings, *, run_dir: Path | None = None, users: int = 3,
@@ -162,14 +146,14 @@ def measure_overhead(settings: BenchmarkSettings, *, run_dir: Path | None = None
     }
     real = real_fermi_compiles(run_dir, [s.user_id for s in splits]) if run_dir else None
     if real is not None:
-        estimated = outside * real.evaluations / real.seconds
-        estimated_own = fermi_own * real.evaluations / real.seconds
+        seconds, evaluations = real["seconds"], real["evaluations"]
+        estimated = outside * evaluations / seconds
         measurement["real_compile"] = {
-            **asdict(real),
-            "seconds_per_evaluation": round(real.seconds / max(real.evaluations, 1), 3),
+            **real,
+            "seconds_per_evaluation": round(seconds / max(evaluations, 1), 3),
             "estimated_outside_lm_share": round(estimated, 5),
-            "estimated_fermi_own_share": round(estimated_own, 5),
-            "measured_outside_lm_share": round(real.measured_outside_share, 5),
+            "estimated_fermi_own_share": round(fermi_own * evaluations / seconds, 5),
+            "measured_outside_lm_share": round((seconds - real["lm_seconds"]) / seconds, 5),
             "meets_target": estimated < TARGET_SHARE,
         }
     return measurement

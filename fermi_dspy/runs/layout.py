@@ -63,26 +63,21 @@ def user_dir_name(user_id: str) -> str:
     return f"{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:12]}"
 
 
-def read_json(path: Path) -> Any | None:
-    """The JSON in `path`, or None if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def read_json_checked(path: Path) -> tuple[Any | None, str | None]:
     """(the JSON in `path`, None), (None, None) if the file is missing, or (None, why it cannot be read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return json.loads(path.read_text(encoding="utf-8")), None
     except FileNotFoundError:
         return None, None
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
-    try:
-        return json.loads(text), None
-    except ValueError as exc:
+    except ValueError as exc:  # not UTF-8, or not JSON
         return None, f"is not valid JSON ({exc})"
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None if it is missing or unreadable."""
+    return read_json_checked(path)[0]
 
 
 def result_problem(data: Any, user_id: str) -> str | None:

@@ -68,18 +68,16 @@ def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     """Per user folder with records: whether it finished, the settings fingerprints its records name, and the
     identity its result.json records (for naming differences)."""
     out = {}
-    for name, held in run_dir.user_records().items():
+    for name in run_dir.user_records():  # a record that is absent reads as None (or an empty ledger)
         folder = run_dir.users_path / name
-        result = read_json(folder / RESULT) if RESULT in held else None
-        failure = read_json(folder / FAILURE) if FAILURE in held else None
-        prints = set(read_ledger(folder / LEDGER).fingerprints) if LEDGER in held else set()
-        identity = None
+        result, failure = read_json(folder / RESULT), read_json(folder / FAILURE)
+        prints = read_ledger(folder / LEDGER).fingerprints
         for record in (result, failure):
             if isinstance(record, dict) and isinstance(record.get("run_fingerprint"), str):
                 prints.add(record["run_fingerprint"])
-        if isinstance(result, dict) and isinstance(result.get("run_identity"), dict):
-            identity = result["run_identity"]
-        finished = isinstance(result, dict) and result_problem(result, str(result.get("user_id"))) is None
+        result = result if isinstance(result, dict) else {}
+        identity = result.get("run_identity") if isinstance(result.get("run_identity"), dict) else None
+        finished = bool(result) and result_problem(result, str(result.get("user_id"))) is None
         out[name] = {"finished": finished, "fingerprints": prints, "identity": identity}
     return out
 

@@ -210,11 +210,9 @@ class Scheduler:
 
     def interrupted_calls(self) -> int:
         """LM calls of the attempts submitted in this invocation that never reported (read from their ledgers)."""
-        total = 0
-        for uid, attempt in self.open_attempts.items():
-            spent = self.run_dir.read_ledger(uid).attempts.get(attempt)
-            total += spent.calls if spent is not None else 0
-        return total
+        # An open attempt is its user's last one: nothing after it was started.
+        return sum(self.run_dir.read_ledger(uid).usage(since=attempt).calls
+                   for uid, attempt in self.open_attempts.items())
 
 
 def _earlier_version(previous: dict[str, Any]) -> dict[str, Any]:

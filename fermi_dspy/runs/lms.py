@@ -62,14 +62,15 @@ class Secret:
     __str__ = __repr__
 
 
-def safe_url(url: str | None) -> str | None:
-    """`url` without user info, query or fragment (where credentials sometimes hide), for the manifest and logs."""
+def safe_url(url: str | None, *, loopback_port: bool = True) -> str | None:
+    """`url` without user info, query or fragment (where credentials sometimes hide), for the manifest and logs;
+    `loopback_port=False` also leaves out the port of a loopback host (see `identity_url`)."""
     if not url:
         return url
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
-    if parts.port:
+    if parts.port and (loopback_port or not is_loopback(parts.hostname)):
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
@@ -92,15 +93,7 @@ def identity_url(url: str | None) -> str | None:
     A local server (llama.cpp, vLLM, Ollama) is often started on whatever port is free, so a restart on another port
     is the same endpoint; the port of a remote host is kept (another port there may well be another server).
     """
-    cleaned = safe_url(url)
-    if not cleaned:
-        return cleaned
-    parts = urllib.parse.urlsplit(cleaned)
-    if parts.port is None or not is_loopback(parts.hostname):
-        return cleaned
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return safe_url(url, loopback_port=False)
 
 
 @dataclass(frozen=True)

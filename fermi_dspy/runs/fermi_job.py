@@ -112,11 +112,7 @@ class FermiJob(UserJob):
 
     def describe(self) -> dict[str, Any]:
         student = type(self.student)
-        params = self.optimizer.get_params()
-        for key in ("prompt_model", "task_model", "display_progress"):
-            params.pop(key, None)
-        for key in RESERVED_FERMI_ARGUMENTS:
-            params.pop(key, None)
+        params = {k: v for k, v in self.optimizer.get_params().items() if k not in RESERVED_FERMI_ARGUMENTS}
         return {
             "name": self.name,
             "student": f"{student.__module__}.{student.__qualname__}",
@@ -147,8 +143,7 @@ class FermiJob(UserJob):
         sample = examples[:_SAMPLED_EXAMPLES] or [None]
         request = reply = longest = 0
         for example in sample:
-            inputs = {k: v for k, v in (example.inputs().items() if example is not None else ())
-                      if k in signature.input_fields}
+            inputs = dict(example.inputs()) if example is not None else {}
             request += request_chars(signature, {k: inputs.get(k, "") for k in signature.input_fields})
             labels = dict(example.labels()) if example is not None else {}
             outputs = {k: labels.get(k, "") for k in signature.output_fields}

@@ -5,7 +5,7 @@ questions, profile and demonstrations), since no tokenizer is needed for that an
 """
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,27 +155,3 @@ def price_estimate(work: WorkEstimate, task: LMConfig, proposer: LMConfig) -> tu
         return total
 
     return cost(work.prompt_tokens, work.completion_tokens), cost(work.prompt_tokens_max, work.completion_tokens_max)
-
-
-def summarize_estimates(
-    estimates: Sequence[WorkEstimate],
-    allotments: Sequence[int | None],
-    *,
-    not_started: int,
-    task: LMConfig,
-    proposer: LMConfig,
-    concurrency: int,
-    notes: Sequence[str] = (),
-) -> RunEstimate:
-    """Combine per-user estimates and call allotments into a `RunEstimate`."""
-    work = sum(estimates, WorkEstimate())
-    capped = None
-    if any(a is not None for a in allotments):
-        capped = sum(min(e.calls_max, a) if a is not None else e.calls_max
-                     for e, a in zip(estimates, allotments, strict=True))
-    usd, usd_max = price_estimate(work, task, proposer)
-    return RunEstimate(
-        users=len(estimates), work=work, calls_allowed=capped, users_not_started=not_started, usd=usd,
-        usd_max=usd_max, concurrency=concurrency, lms={"task": task.spec, "proposer": proposer.spec},
-        notes=tuple(notes),
-    )

@@ -9,7 +9,7 @@ from typing import Any
 from fermi_dspy.accounting import LMUsage
 from fermi_dspy.runs.budget import call_allotments
 from fermi_dspy.runs.errors import ManifestMismatchError
-from fermi_dspy.runs.estimate import RunEstimate, summarize_estimates, token_price
+from fermi_dspy.runs.estimate import RunEstimate, price_estimate
 from fermi_dspy.runs.jobs import UserData, UserJob, WorkEstimate
 from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.ledger import LedgerTotals
@@ -135,30 +135,32 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
 
 
 def estimate_pending(todo: list[PlannedUser], job: UserJob, settings: RunSettings, task: LMConfig,
-              proposer: LMConfig, workers: int) -> RunEstimate:
+                     proposer: LMConfig) -> RunEstimate:
     """Token estimates for a sample of the users to run, scaled to all of them; call counts are exact."""
     sample = todo[:_ESTIMATE_SAMPLE]
     estimates = [job.estimate(p.user, seed=settings.seed) for p in sample]
     notes = []
     if len(todo) > len(sample):
         notes.append(f"tokens estimated on the first {len(sample)} users to run, scaled by their LM calls")
-        per_call = _per_call(sum(estimates, WorkEstimate()))
+        total = sum(estimates, WorkEstimate())
+        per_call = {name: value / max(1, total.calls_max) for name, value in total.to_dict().items()}
         estimates += [_scaled(per_call, item.min_calls, item.max_calls) for item in todo[len(sample):]]
     notes.append("tokens are characters / 4 of the requests DSPy's ChatAdapter sends")
     if settings.engine == "ray" and settings.max_workers is None:
         notes.append("on Ray, as many users run at once as the cluster has CPUs (per ray_cpus_per_user)")
-    allotments = [None if p.allotment is None else max(0, p.allotment - p.calls_spent_before) for p in todo]
-    not_started = sum(1 for p, a in zip(todo, allotments, strict=True) if a is not None and a < p.min_calls)
-    if (settings.max_cost_per_user or settings.max_cost_per_run) and token_price(task) is None \
-            and token_price(proposer) is None:
+    work = sum(estimates, WorkEstimate())
+    usd, usd_max = price_estimate(work, task, proposer)
+    if (settings.max_cost_per_user or settings.max_cost_per_run) and usd is None:
         notes.append("USD caps have no effect: DSPy reports no cost for these LMs")
-    return summarize_estimates(estimates, allotments, not_started=not_started, task=task, proposer=proposer,
-                               concurrency=workers * settings.num_threads, notes=notes)
-
-
-def _per_call(total: WorkEstimate) -> dict[str, float]:
-    calls = max(1, total.calls_max)
-    return {name: value / calls for name, value in total.to_dict().items()}
+    allotments = [None if p.allotment is None else max(0, p.allotment - p.calls_spent_before) for p in todo]
+    capped = None if all(a is None for a in allotments) else sum(
+        e.calls_max if a is None else min(e.calls_max, a) for e, a in zip(estimates, allotments, strict=True))
+    return RunEstimate(
+        users=len(todo), work=work, calls_allowed=capped,
+        users_not_started=sum(1 for p, a in zip(todo, allotments, strict=True) if a is not None and a < p.min_calls),
+        usd=usd, usd_max=usd_max, concurrency=(settings.max_workers or 1) * settings.num_threads,
+        lms={"task": task.spec, "proposer": proposer.spec}, notes=tuple(notes),
+    )
 
 
 def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkEstimate:

@@ -253,8 +253,7 @@ def run_user_jobs(
                             run.path, len(updating), ", ".join(updating[:10]) + (" ..." if len(updating) > 10 else ""))
             already = sum(1 for p in planned if p.result is not None)
             todo = _to_run(planned, settings)
-            workers = settings.max_workers or 1
-            estimate = estimate_pending(todo, job, settings, task, proposer, workers)
+            estimate = estimate_pending(todo, job, settings, task, proposer)
             if todo:
                 logger.info("Run %s: %d users, %d already done; estimate for the rest:\n%s", run.path,
                             len(planned), already, estimate.format())
@@ -309,5 +308,5 @@ def estimate_user_jobs(
         run = None
     planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=fingerprint(identity),
                          also_accepted=earlier)
-    estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer, settings.max_workers or 1)
+    estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer)
     return replace(estimate, bad_records=tuple(all_problems), excluded=tuple(source.excluded))

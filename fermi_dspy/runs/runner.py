@@ -16,10 +16,9 @@ from typing import Any
 
 from fermi_dspy.data import BadRecord, DataError
 from fermi_dspy.data.problems import format_problems
-from fermi_dspy.runs.engines import import_ray, make_engine
+from fermi_dspy.runs.engines import import_ray
 from fermi_dspy.runs.errors import RunError
 from fermi_dspy.runs.estimate import RunEstimate
-from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.jobs import UserData, UserJob
 from fermi_dspy.runs.layout import (
     FAILURE,
@@ -40,7 +39,7 @@ from fermi_dspy.runs.redact import install_log_redaction, register_environment_s
 from fermi_dspy.runs.scheduler import Scheduler, summarize_run
 from fermi_dspy.runs.screening import bad_records_error, no_users_error, problem_dict, screen_users
 from fermi_dspy.runs.settings import DataSource, RunSettings
-from fermi_dspy.runs.summary import COMPLETED, INTERRUPTED, RunSummary
+from fermi_dspy.runs.summary import INTERRUPTED, RunSummary
 
 logger = logging.getLogger(__name__)
 
@@ -164,20 +163,6 @@ def _to_run(planned: list[PlannedUser], settings: RunSettings) -> list[PlannedUs
     return [p for p in planned if p.result is None and (p.failure is None or settings.retry_failed)]
 
 
-def _schedule(run: RunDir, scheduler: Scheduler, settings: RunSettings, todo: list[PlannedUser]) -> str:
-    """Run the users left on the engine; return the status ("interrupted" if anything escaped)."""
-    if not todo:
-        scheduler.progress.close()
-        return COMPLETED
-    engine = make_engine(settings.engine, max_workers=settings.max_workers, ray_address=settings.ray_address,
-                         ray_cpus_per_user=settings.ray_cpus_per_user)
-    try:
-        return scheduler.run(engine)
-    finally:
-        engine.close()
-        clear_stop()
-
-
 def _finish(run: RunDir, summary: RunSummary) -> None:
     run.write_json(FAILURES, [f.to_dict() for f in summary.failures])
     run.write_json(SUMMARY, summary.to_dict())
@@ -264,7 +249,7 @@ def run_user_jobs(
                                   fingerprint=run_fingerprint)
             schedule_started, status = time.perf_counter(), INTERRUPTED
             try:
-                status = _schedule(run, scheduler, settings, todo)
+                status = scheduler.run(todo)
             finally:
                 summary = summarize_run(run, planned, scheduler, status, estimate, notes, started, schedule_started,
                                         skipped=len(problems), bad_records=len(all_problems))

@@ -12,7 +12,9 @@ from typing import Any
 
 from fermi_dspy.progress import listening as progress_events
 from fermi_dspy.runs.budget import CostLedger
+from fermi_dspy.runs.engines import make_engine
 from fermi_dspy.runs.estimate import RunEstimate
+from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.jobs import UserJob
 from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.ledger import append_line, end_cut_line
@@ -108,42 +110,47 @@ class Scheduler:
             "written_by": "worker" if outcome.ledger_written else "driver"})
         item.ledger = self.run_dir.read_ledger(uid)
 
-    def run(self, engine: Any) -> str:
-        with progress_events(self.progress.phase):  # reaches the worker threads (their context is copied)
-            return self._run(engine)
-
-    def _run(self, engine: Any) -> str:
-        queue = deque(p for p in self.planned if p.result is None and (p.failure is None or
-                                                                       self.settings.retry_failed))
+    def run(self, todo: list[PlannedUser]) -> str:
+        """Run `todo` on the settings' engine, writing each outcome; return the status (BUDGET if a user got none)."""
+        if not todo:
+            self.progress.close()
+            return COMPLETED
+        s = self.settings
+        engine = make_engine(s.engine, max_workers=s.max_workers, ray_address=s.ray_address,
+                             ray_cpus_per_user=s.ray_cpus_per_user)
+        queue = deque(todo)
         inflight: dict[Any, tuple[PlannedUser, UserTask, float | None]] = {}
         try:
-            while queue or inflight:
-                while queue and len(inflight) < engine.max_workers:
-                    item = queue.popleft()
-                    task, why, reserved = self._task_for(item)
-                    if task is None:
-                        self.not_started.append(item.user.user_id)
-                        self.run_dir.event("user_not_started", user_id=item.user.user_id, reason=why)
-                        self.progress.not_started(item.user.user_id, why)
-                        continue
-                    self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
-                                       max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name,
-                                       **({"update": "its input changed"} if item.changed_input else {}))
-                    self._start(task)
-                    inflight[engine.submit(task)] = (item, task, reserved)
-                if not inflight:
-                    break
-                for handle in engine.wait(list(inflight)):
-                    item, task, reserved = inflight.pop(handle)
-                    outcome = engine.outcome(handle, task)
-                    self.ledger.settle(reserved, outcome.usage.cost)
-                    if self._record(item, task, outcome):
-                        queue.append(item)
+            with progress_events(self.progress.phase):  # reaches the worker threads (their context is copied)
+                while queue or inflight:
+                    while queue and len(inflight) < engine.max_workers:
+                        item = queue.popleft()
+                        task, why, reserved = self._task_for(item)
+                        if task is None:
+                            self.not_started.append(item.user.user_id)
+                            self.run_dir.event("user_not_started", user_id=item.user.user_id, reason=why)
+                            self.progress.not_started(item.user.user_id, why)
+                            continue
+                        self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
+                                           max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name,
+                                           **({"update": "its input changed"} if item.changed_input else {}))
+                        self._start(task)
+                        inflight[engine.submit(task)] = (item, task, reserved)
+                    if not inflight:
+                        break
+                    for handle in engine.wait(list(inflight)):
+                        item, task, reserved = inflight.pop(handle)
+                        outcome = engine.outcome(handle, task)
+                        self.ledger.settle(reserved, outcome.usage.cost)
+                        if self._record(item, task, outcome):
+                            queue.append(item)
         except BaseException:
             engine.cancel(list(inflight))
             raise
         finally:
             self.progress.close()
+            engine.close()
+            clear_stop()
         return BUDGET if self.not_started else COMPLETED
 
     def _record(self, item: PlannedUser, task: UserTask, outcome: TaskOutcome) -> bool:

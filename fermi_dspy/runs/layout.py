@@ -181,8 +181,7 @@ class RunDir:
         except ImportError:  # not POSIX: no lock
             yield
             return
-        handle = (self.path / LOCK).open("a+")
-        try:
+        with (self.path / LOCK).open("a+") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -196,8 +195,6 @@ class RunDir:
             handle.write(f"pid {os.getpid()}")
             handle.flush()
             yield
-        finally:
-            handle.close()
 
     # -- per user -------------------------------------------------------------------------------------------------
 
@@ -238,24 +235,16 @@ class RunDir:
             write_atomic(folder / name, redact(text), durable=False)
         write_atomic(folder / RESULT, redact(to_json(result)))
         (folder / FAILURE).unlink(missing_ok=True)
-        self._fsync_dir(folder)
+        with contextlib.suppress(OSError):  # make the renames durable, where the platform can
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def record_failure(self, user_id: str, failure: dict[str, Any]) -> None:
         """Write (replace) a user's failure.json."""
         write_atomic(self.user_path(user_id) / FAILURE, redact(to_json(failure)))
-
-    @staticmethod
-    def _fsync_dir(folder: Path) -> None:
-        try:
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
     # -- events ---------------------------------------------------------------------------------------------------
 

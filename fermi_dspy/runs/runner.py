@@ -45,22 +45,22 @@ logger = logging.getLogger(__name__)
 
 
 def _identity(job: UserJob, task: LMConfig, proposer: LMConfig, source: DataSource,
-              settings: RunSettings) -> dict[str, Any]:
-    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`). For a job that updates users whose
-    input changed, the data file's hash is left out: each user's own input hash decides what is run again."""
+              settings: RunSettings) -> tuple[dict[str, Any], frozenset[str]]:
+    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`), and the fingerprints it had in
+    earlier versions of fermi-dspy.
+
+    For a job that updates users whose input changed, the data file's hash is left out: each user's own input hash
+    decides what is run again. Runs started by earlier versions had it in, so the fingerprint with it (of the data
+    file as it is now) is accepted too.
+    """
     data = source.identity()
-    if job.updates_changed_users:
-        data.pop("sha256", None)
-    return {"job": job.describe(), "lms": {"task": task.describe(), "proposer": proposer.describe()},
-            "data": data, **settings.identity()}
-
-
-def _earlier_fingerprints(job: UserJob, identity: dict[str, Any], source: DataSource) -> frozenset[str]:
-    """Fingerprints the same settings had before the data file's hash left the identity of updating jobs (runs
-    started by earlier versions of fermi-dspy), with the data file as it is now."""
+    identity = {"job": job.describe(), "lms": {"task": task.describe(), "proposer": proposer.describe()},
+                "data": data, **settings.identity()}
     if not job.updates_changed_users:
-        return frozenset()
-    return frozenset({fingerprint({**identity, "data": {**identity["data"], "sha256": source.sha256}})})
+        return identity, frozenset()
+    earlier = fingerprint(identity)
+    del data["sha256"]
+    return identity, frozenset({earlier})
 
 
 def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
@@ -217,12 +217,11 @@ def run_user_jobs(
         logger.warning("Skipped %d bad record(s) (on_bad_record='skip'; all listed in %s):\n%s", len(all_problems),
                        listed, format_problems(all_problems))
     run = RunDir(run_dir)
-    identity = _identity(job, task, proposer, source, settings)
+    identity, earlier = _identity(job, task, proposer, source, settings)
     run_fingerprint = fingerprint(identity)
     undo_redaction = install_log_redaction()
     try:
         with run.locked():
-            earlier = _earlier_fingerprints(job, identity, source)
             notes = _open_run(run, identity, source, settings, task, proposer, earlier)
             for note in notes:
                 logger.warning("Resuming %s: %s", run.path, note)
@@ -282,9 +281,8 @@ def estimate_user_jobs(
     task = LMConfig.coerce(task_lm).resolve("task", need_key=False)
     proposer = LMConfig.coerce(proposer_lm).resolve("proposer", default=task, need_key=False)
     kept, _, all_problems = _screen(users, job, source, settings, None)
-    identity = _identity(job, task, proposer, source, settings)
+    identity, earlier = _identity(job, task, proposer, source, settings)
     run = RunDir(run_dir) if run_dir is not None else None
-    earlier = _earlier_fingerprints(job, identity, source)
     if run is not None and run.path.is_dir():
         existing, _ = _check_run(run, identity, replace(settings, resume=True), earlier)
         if existing is None and not run.user_records():

@@ -35,7 +35,6 @@ class PlannedUser:
     failure: dict[str, Any] | None = None
     allotment: int | None = None
     ledger: LedgerTotals = field(default_factory=LedgerTotals)
-    damaged: str | None = None
     previous: dict[str, Any] | None = None
     #: The user finished on other input than it has now and the job updates it (`UserJob.updates_changed_users`).
     changed_input: bool = False
@@ -88,25 +87,25 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
         min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
         item = PlannedUser(index, user, min_calls, max_calls)
         if run_dir is not None:
-            item.result, item.damaged = run_dir.inspect_result(user.user_id)
+            item.result, damaged = run_dir.inspect_result(user.user_id)
             item.failure = run_dir.read_failure(user.user_id)
-            if item.damaged:
-                logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id),
-                               item.damaged, user.user_id)
+            if damaged:
+                logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id), damaged,
+                               user.user_id)
             if item.result is not None and job.redo(item.result.get("result") or {}):
                 item.previous, item.result = item.result, None  # checked below like a finished user, then run again
             if item.result is None:
                 item.ledger = run_dir.read_ledger(user.user_id)
         finished = item.result or item.previous
-        if finished is not None and finished.get("input_sha256") != user.fingerprint() and job.updates_changed_users:
+        if finished is not None and finished.get("input_sha256") != user.fingerprint():
+            if not job.updates_changed_users:
+                raise ManifestMismatchError(
+                    f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has "
+                    f"now (see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
+                )
             item.previous, item.result, item.changed_input = finished, None, True
             item.update_after = int(finished.get("attempts") or 0)
             item.ledger = run_dir.read_ledger(user.user_id)
-        elif finished is not None and finished.get("input_sha256") != user.fingerprint():
-            raise ManifestMismatchError(
-                f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
-                f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
-            )
         if finished is not None and fingerprint is not None and finished["run_fingerprint"] not in accepted:
             other.append(item)
         planned.append(item)

@@ -39,7 +39,6 @@ class Scheduler:
         self.run_dir, self.job, self.settings = run_dir, job, settings
         self.identity, self.fingerprint = identity or {}, fingerprint
         self.task, self.proposer = task, proposer
-        self.planned = planned
         self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned).cost or 0.0)
         per_user_usd = estimate.usd_max / max(1, estimate.users) if estimate.usd_max is not None else None
         self.cost_wanted = settings.max_cost_per_user if settings.max_cost_per_user is not None else per_user_usd
@@ -94,7 +93,6 @@ class Scheduler:
     def _start(self, task: UserTask) -> None:
         """Open the attempt in the user's ledger (before the worker charges its first call there)."""
         path = self.run_dir.ledger_path(task.user.user_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         end_cut_line(path)
         append_line(path, {"attempt": task.attempt, "event": "start", "run_fingerprint": self.fingerprint,
                            "max_calls": task.max_calls, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -161,9 +161,7 @@ def read_ledger(path: Path) -> LedgerTotals:
         return totals
     own: dict[int, LMUsage] = {}  # per attempt, what its call, failed and reply lines add up to
     for line in lines:
-        if not line.strip():
-            continue
-        try:
+        try:  # a line cut short by a kill (or a blank one) does not parse
             record = json.loads(line)
             attempt = int(record["attempt"])
             event = record["event"]

@@ -51,7 +51,7 @@ LOCK = ".lock"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _RESERVED_FILES = {RESULT, FAILURE, LEDGER}
-#: Statuses a result.json may hold (see `fermi_dspy.runs.worker.FINISHED`).
+#: Statuses a result.json may hold (`fermi_dspy.runs.worker`'s statuses but "failed").
 _RESULT_STATUSES = ("done", "budget_limited", "unparseable")
 
 

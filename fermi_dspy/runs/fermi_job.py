@@ -143,9 +143,8 @@ class FermiJob(UserJob):
         sample = examples[:_SAMPLED_EXAMPLES] or [None]
         request = reply = longest = 0
         for example in sample:
-            inputs = dict(example.inputs()) if example is not None else {}
+            inputs, labels = (dict(example.inputs()), dict(example.labels())) if example is not None else ({}, {})
             request += request_chars(signature, {k: inputs.get(k, "") for k in signature.input_fields})
-            labels = dict(example.labels()) if example is not None else {}
             outputs = {k: labels.get(k, "") for k in signature.output_fields}
             reply += reply_chars(outputs)
             options = example.get("options") if example is not None else None

@@ -27,7 +27,6 @@ class PlannedUser:
     """One user's state in this invocation: its result or last failure read from the run directory, what its
     earlier attempts spent (its call ledger), its call bounds and its LM-call allotment."""
 
-    index: int
     user: UserData
     min_calls: int
     max_calls: int
@@ -83,9 +82,8 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
     planned = []
     other: list[PlannedUser] = []
     accepted = {fingerprint, *also_accepted}
-    for index, user in enumerate(users):
-        min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
-        item = PlannedUser(index, user, min_calls, max_calls)
+    for user in users:
+        item = PlannedUser(user, *job.call_bounds(user, seed=settings.seed))
         if run_dir is not None:
             item.result, damaged = run_dir.inspect_result(user.user_id)
             item.failure = run_dir.read_failure(user.user_id)
@@ -114,16 +112,16 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
         raise other_settings_error(run_dir.path, [p.user.user_id for p in other], first.get("run_identity"),
                                    identity or {}, run_dir.users_path)
     fixed, spent = {}, {}
-    for item in planned:
+    for index, item in enumerate(planned):
         if item.result is not None:
             budget = item.result["budget"]
             allotment = budget.get("allotment")
-            fixed[item.index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
+            fixed[index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
                 budget.get("calls_in_failed_attempts", 0))
         elif item.failure is not None and not settings.retry_failed:
-            fixed[item.index] = item.calls_spent_before
+            fixed[index] = item.calls_spent_before
         elif item.calls_spent_before:
-            spent[item.index] = item.calls_spent_before
+            spent[index] = item.calls_spent_before
     per_user = settings.max_calls_per_user
     wanted = [per_user if per_user is not None else (p.max_calls if settings.max_calls_per_run else None)
               for p in planned]

@@ -213,9 +213,8 @@ def run_user_jobs(
     if settings.engine == "ray":
         import_ray()  # fail before anything is written
     if all_problems:
-        listed = f"{Path(run_dir) / INPUT_PROBLEMS}"
         logger.warning("Skipped %d bad record(s) (on_bad_record='skip'; all listed in %s):\n%s", len(all_problems),
-                       listed, format_problems(all_problems))
+                       Path(run_dir) / INPUT_PROBLEMS, format_problems(all_problems))
     run = RunDir(run_dir)
     identity, earlier = _identity(job, task, proposer, source, settings)
     run_fingerprint = fingerprint(identity)

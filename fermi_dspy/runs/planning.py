@@ -53,10 +53,6 @@ class PlannedUser:
         return self.spent_before().calls
 
     @property
-    def cost_spent_before(self) -> float:
-        return self.spent_before().cost or 0.0
-
-    @property
     def attempts_before(self) -> int:
         return max(self.ledger.last_attempt, int((self.failure or {}).get("attempts", 0)))
 

@@ -63,7 +63,7 @@ class Scheduler:
             return None, why, None
         cost_cap = None
         if self.settings.max_cost_per_user is not None:
-            cost_cap = self.settings.max_cost_per_user - item.cost_spent_before
+            cost_cap = self.settings.max_cost_per_user - (item.spent_before().cost or 0.0)
         if self.settings.max_cost_per_run is not None:
             wanted = cost_cap if cost_cap is not None else self.cost_wanted
             may_start, cost_cap = self.ledger.reserve(wanted)

@@ -312,7 +312,5 @@ class FermiJob(UserJob):
         with progress.phase("testing", len(test), label) as step:
             rows = parallel_map(one, [test[i] for i in order], num_threads=context.num_threads,
                                 on_result=lambda *_: step.advance())
-        placed: list[tuple[float | None, str]] = [(None, "")] * len(test)
-        for position, index in enumerate(order):
-            placed[index] = rows[position]
+        placed = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]  # test order
         return [r[0] for r in placed], [r[1] for r in placed]

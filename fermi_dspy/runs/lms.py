@@ -234,11 +234,10 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
     """Build the LM for `role` from a resolved config (no caching; see `worker_lm`)."""
     if config.spec is None:
         raise ValueError("LMConfig.spec is None; call LMConfig.resolve(role) in the driver first.")
-    if config.api_key is not None:
-        register_secret(config.api_key.reveal())  # this may be a worker process that never saw the key
+    api_key = config.api_key.reveal() if config.api_key is not None else None
+    register_secret(api_key)  # this may be a worker process that never saw the key
     if config.is_factory:
         return _factory_lm(config.spec, role)
-    api_key = config.api_key.reveal() if config.api_key is not None else None
     if config.local_threads is not None:
         from fermi_dspy.lm.config import ROLE_DEFAULTS, local_lm, resolve_spec
 
@@ -252,9 +251,7 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
             )
     from fermi_dspy.lm import build_lm
 
-    num_retries = config.num_retries
-    if num_retries is None and config.api_base:
-        num_retries = SERVER_RETRIES
+    num_retries = SERVER_RETRIES if config.num_retries is None and config.api_base else config.num_retries
     lm = build_lm(
         config.spec, role=role, local_model=config.local_model, route=config.route, api_base=config.api_base,
         api_key=api_key, temperature=config.temperature, max_tokens=config.max_tokens, cache=config.cache,

@@ -194,8 +194,7 @@ def _student(spec: str | None) -> Any:
         return None
     from fermi_dspy.runs.fermi_job import resolve_student
 
-    student = resolve_student(spec)
-    return type(student)
+    return type(resolve_student(spec))
 
 
 def _task_lm(args: argparse.Namespace, store: ProgramStore) -> LMConfig:

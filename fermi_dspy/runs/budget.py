@@ -72,10 +72,6 @@ class CostLedger:
         self.spent = spent
         self.reserved = 0.0
 
-    @property
-    def left(self) -> float | None:
-        return None if self.cap is None else self.cap - self.spent - self.reserved
-
     def reserve(self, wanted: float | None) -> tuple[bool, float | None]:
         """Reserve USD for a user about to start.
 
@@ -87,7 +83,7 @@ class CostLedger:
         """
         if self.cap is None:
             return True, wanted
-        left = self.left or 0.0
+        left = self.cap - self.spent - self.reserved
         if left <= 0:
             return False, 0.0
         granted = left if wanted is None else min(wanted, left)

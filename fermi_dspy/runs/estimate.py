@@ -5,7 +5,7 @@ questions, profile and demonstrations), since no tokenizer is needed for that an
 """
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +40,7 @@ def token_price(config: LMConfig) -> tuple[float, float] | None:
         import litellm
     except ImportError:
         return None
-    name = config.spec
-    for key in (name, name.split("/", 1)[-1]):
+    for key in (config.spec, config.spec.split("/", 1)[-1]):
         entry = litellm.model_cost.get(key)
         if entry and entry.get("input_cost_per_token") is not None:
             return float(entry["input_cost_per_token"]), float(entry.get("output_cost_per_token") or 0.0)
@@ -144,38 +143,10 @@ def price_estimate(work: WorkEstimate, task: LMConfig, proposer: LMConfig) -> tu
     task_price, proposer_price = token_price(task), token_price(proposer)
     if task_price is None and proposer_price is None:
         return None, None
-    calls = max(1, work.task_calls + work.proposer_calls)
-    task_share = work.task_calls / calls
+    task_share = work.task_calls / max(1, work.task_calls + work.proposer_calls)
+    shares = ((task_price, task_share), (proposer_price, 1 - task_share))
 
     def cost(prompt: int, completion: int) -> float:
-        total = 0.0
-        for price, share in ((task_price, task_share), (proposer_price, 1 - task_share)):
-            if price is not None:
-                total += share * (prompt * price[0] + completion * price[1])
-        return total
+        return sum(share * (prompt * price[0] + completion * price[1]) for price, share in shares if price is not None)
 
     return cost(work.prompt_tokens, work.completion_tokens), cost(work.prompt_tokens_max, work.completion_tokens_max)
-
-
-def summarize_estimates(
-    estimates: Sequence[WorkEstimate],
-    allotments: Sequence[int | None],
-    *,
-    not_started: int,
-    task: LMConfig,
-    proposer: LMConfig,
-    concurrency: int,
-    notes: Sequence[str] = (),
-) -> RunEstimate:
-    """Combine per-user estimates and call allotments into a `RunEstimate`."""
-    work = sum(estimates, WorkEstimate())
-    capped = None
-    if any(a is not None for a in allotments):
-        capped = sum(min(e.calls_max, a) if a is not None else e.calls_max
-                     for e, a in zip(estimates, allotments, strict=True))
-    usd, usd_max = price_estimate(work, task, proposer)
-    return RunEstimate(
-        users=len(estimates), work=work, calls_allowed=capped, users_not_started=not_started, usd=usd,
-        usd_max=usd_max, concurrency=concurrency, lms={"task": task.spec, "proposer": proposer.spec},
-        notes=tuple(notes),
-    )

@@ -112,11 +112,7 @@ class FermiJob(UserJob):
 
     def describe(self) -> dict[str, Any]:
         student = type(self.student)
-        params = self.optimizer.get_params()
-        for key in ("prompt_model", "task_model", "display_progress"):
-            params.pop(key, None)
-        for key in RESERVED_FERMI_ARGUMENTS:
-            params.pop(key, None)
+        params = {k: v for k, v in self.optimizer.get_params().items() if k not in RESERVED_FERMI_ARGUMENTS}
         return {
             "name": self.name,
             "student": f"{student.__module__}.{student.__qualname__}",
@@ -147,10 +143,8 @@ class FermiJob(UserJob):
         sample = examples[:_SAMPLED_EXAMPLES] or [None]
         request = reply = longest = 0
         for example in sample:
-            inputs = {k: v for k, v in (example.inputs().items() if example is not None else ())
-                      if k in signature.input_fields}
+            inputs, labels = (dict(example.inputs()), dict(example.labels())) if example is not None else ({}, {})
             request += request_chars(signature, {k: inputs.get(k, "") for k in signature.input_fields})
-            labels = dict(example.labels()) if example is not None else {}
             outputs = {k: labels.get(k, "") for k in signature.output_fields}
             reply += reply_chars(outputs)
             options = example.get("options") if example is not None else None
@@ -318,7 +312,5 @@ class FermiJob(UserJob):
         with progress.phase("testing", len(test), label) as step:
             rows = parallel_map(one, [test[i] for i in order], num_threads=context.num_threads,
                                 on_result=lambda *_: step.advance())
-        placed: list[tuple[float | None, str]] = [(None, "")] * len(test)
-        for position, index in enumerate(order):
-            placed[index] = rows[position]
+        placed = [row for _, row in sorted(zip(order, rows, strict=True), key=lambda pair: pair[0])]  # test order
         return [r[0] for r in placed], [r[1] for r in placed]

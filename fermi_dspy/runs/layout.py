@@ -51,7 +51,7 @@ LOCK = ".lock"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _RESERVED_FILES = {RESULT, FAILURE, LEDGER}
-#: Statuses a result.json may hold (see `fermi_dspy.runs.worker.FINISHED`).
+#: Statuses a result.json may hold (`fermi_dspy.runs.worker`'s statuses but "failed").
 _RESULT_STATUSES = ("done", "budget_limited", "unparseable")
 
 
@@ -63,26 +63,21 @@ def user_dir_name(user_id: str) -> str:
     return f"{slug}-{hashlib.sha256(user_id.encode()).hexdigest()[:12]}"
 
 
-def read_json(path: Path) -> Any | None:
-    """The JSON in `path`, or None if it is missing or unreadable."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def read_json_checked(path: Path) -> tuple[Any | None, str | None]:
     """(the JSON in `path`, None), (None, None) if the file is missing, or (None, why it cannot be read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return json.loads(path.read_text(encoding="utf-8")), None
     except FileNotFoundError:
         return None, None
     except OSError as exc:
         return None, f"cannot be read ({exc.strerror or exc})"
-    try:
-        return json.loads(text), None
-    except ValueError as exc:
+    except ValueError as exc:  # not UTF-8, or not JSON
         return None, f"is not valid JSON ({exc})"
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in `path`, or None if it is missing or unreadable."""
+    return read_json_checked(path)[0]
 
 
 def result_problem(data: Any, user_id: str) -> str | None:
@@ -186,8 +181,7 @@ class RunDir:
         except ImportError:  # not POSIX: no lock
             yield
             return
-        handle = (self.path / LOCK).open("a+")
-        try:
+        with (self.path / LOCK).open("a+") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:
@@ -201,8 +195,6 @@ class RunDir:
             handle.write(f"pid {os.getpid()}")
             handle.flush()
             yield
-        finally:
-            handle.close()
 
     # -- per user -------------------------------------------------------------------------------------------------
 
@@ -243,24 +235,16 @@ class RunDir:
             write_atomic(folder / name, redact(text), durable=False)
         write_atomic(folder / RESULT, redact(to_json(result)))
         (folder / FAILURE).unlink(missing_ok=True)
-        self._fsync_dir(folder)
+        with contextlib.suppress(OSError):  # make the renames durable, where the platform can
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def record_failure(self, user_id: str, failure: dict[str, Any]) -> None:
         """Write (replace) a user's failure.json."""
         write_atomic(self.user_path(user_id) / FAILURE, redact(to_json(failure)))
-
-    @staticmethod
-    def _fsync_dir(folder: Path) -> None:
-        try:
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
 
     # -- events ---------------------------------------------------------------------------------------------------
 

@@ -120,22 +120,16 @@ class AttemptTotals:
     ended: bool = False
     fingerprint: str | None = None
 
-    @property
-    def calls(self) -> int:
-        return self.usage.calls
-
 
 @dataclass
 class LedgerTotals:
-    """A user's attempts, read from its ledger.
+    """A user's attempts, read from its ledger (lines that cannot be read, such as one cut by a kill, are skipped).
 
     Attributes:
         attempts: attempt number -> what it spent.
-        unreadable: Lines that could not be read (a line cut by a kill is one).
     """
 
     attempts: dict[int, AttemptTotals] = field(default_factory=dict)
-    unreadable: int = 0
 
     @property
     def last_attempt(self) -> int:
@@ -145,10 +139,9 @@ class LedgerTotals:
     def fingerprints(self) -> set[str]:
         return {a.fingerprint for a in self.attempts.values() if a.fingerprint}
 
-    def usage(self, *, before: int | None = None, since: int = 0) -> LMUsage:
-        """Summed usage of the attempts (those numbered below `before`, if given, and from `since` on)."""
-        return sum((a.usage for n, a in self.attempts.items() if (before is None or n < before) and n >= since),
-                   LMUsage())
+    def usage(self, *, since: int = 0) -> LMUsage:
+        """Summed usage of the attempts numbered from `since` on."""
+        return sum((a.usage for n, a in self.attempts.items() if n >= since), LMUsage())
 
 
 def _reply(record: dict[str, Any]) -> LMUsage:
@@ -168,14 +161,11 @@ def read_ledger(path: Path) -> LedgerTotals:
         return totals
     own: dict[int, LMUsage] = {}  # per attempt, what its call, failed and reply lines add up to
     for line in lines:
-        if not line.strip():
-            continue
-        try:
+        try:  # a line cut short by a kill (or a blank one) does not parse
             record = json.loads(line)
             attempt = int(record["attempt"])
             event = record["event"]
         except (ValueError, KeyError, TypeError):
-            totals.unreadable += 1
             continue
         current = totals.attempts.setdefault(attempt, AttemptTotals())
         counted = own.get(attempt, LMUsage())

@@ -62,14 +62,15 @@ class Secret:
     __str__ = __repr__
 
 
-def safe_url(url: str | None) -> str | None:
-    """`url` without user info, query or fragment (where credentials sometimes hide), for the manifest and logs."""
+def safe_url(url: str | None, *, loopback_port: bool = True) -> str | None:
+    """`url` without user info, query or fragment (where credentials sometimes hide), for the manifest and logs;
+    `loopback_port=False` also leaves out the port of a loopback host (see `identity_url`)."""
     if not url:
         return url
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host
-    if parts.port:
+    if parts.port and (loopback_port or not is_loopback(parts.hostname)):
         host = f"{host}:{parts.port}"
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
@@ -92,15 +93,7 @@ def identity_url(url: str | None) -> str | None:
     A local server (llama.cpp, vLLM, Ollama) is often started on whatever port is free, so a restart on another port
     is the same endpoint; the port of a remote host is kept (another port there may well be another server).
     """
-    cleaned = safe_url(url)
-    if not cleaned:
-        return cleaned
-    parts = urllib.parse.urlsplit(cleaned)
-    if parts.port is None or not is_loopback(parts.hostname):
-        return cleaned
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return safe_url(url, loopback_port=False)
 
 
 @dataclass(frozen=True)
@@ -241,11 +234,10 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
     """Build the LM for `role` from a resolved config (no caching; see `worker_lm`)."""
     if config.spec is None:
         raise ValueError("LMConfig.spec is None; call LMConfig.resolve(role) in the driver first.")
-    if config.api_key is not None:
-        register_secret(config.api_key.reveal())  # this may be a worker process that never saw the key
+    api_key = config.api_key.reveal() if config.api_key is not None else None
+    register_secret(api_key)  # this may be a worker process that never saw the key
     if config.is_factory:
         return _factory_lm(config.spec, role)
-    api_key = config.api_key.reveal() if config.api_key is not None else None
     if config.local_threads is not None:
         from fermi_dspy.lm.config import ROLE_DEFAULTS, local_lm, resolve_spec
 
@@ -259,9 +251,7 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
             )
     from fermi_dspy.lm import build_lm
 
-    num_retries = config.num_retries
-    if num_retries is None and config.api_base:
-        num_retries = SERVER_RETRIES
+    num_retries = SERVER_RETRIES if config.num_retries is None and config.api_base else config.num_retries
     lm = build_lm(
         config.spec, role=role, local_model=config.local_model, route=config.route, api_base=config.api_base,
         api_key=api_key, temperature=config.temperature, max_tokens=config.max_tokens, cache=config.cache,

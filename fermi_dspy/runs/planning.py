@@ -9,7 +9,7 @@ from typing import Any
 from fermi_dspy.accounting import LMUsage
 from fermi_dspy.runs.budget import call_allotments
 from fermi_dspy.runs.errors import ManifestMismatchError
-from fermi_dspy.runs.estimate import RunEstimate, summarize_estimates, token_price
+from fermi_dspy.runs.estimate import RunEstimate, price_estimate
 from fermi_dspy.runs.jobs import UserData, UserJob, WorkEstimate
 from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.ledger import LedgerTotals
@@ -27,7 +27,6 @@ class PlannedUser:
     """One user's state in this invocation: its result or last failure read from the run directory, what its
     earlier attempts spent (its call ledger), its call bounds and its LM-call allotment."""
 
-    index: int
     user: UserData
     min_calls: int
     max_calls: int
@@ -35,7 +34,6 @@ class PlannedUser:
     failure: dict[str, Any] | None = None
     allotment: int | None = None
     ledger: LedgerTotals = field(default_factory=LedgerTotals)
-    damaged: str | None = None
     previous: dict[str, Any] | None = None
     #: The user finished on other input than it has now and the job updates it (`UserJob.updates_changed_users`).
     changed_input: bool = False
@@ -53,10 +51,6 @@ class PlannedUser:
     @property
     def calls_spent_before(self) -> int:
         return self.spent_before().calls
-
-    @property
-    def cost_spent_before(self) -> float:
-        return self.spent_before().cost or 0.0
 
     @property
     def attempts_before(self) -> int:
@@ -84,29 +78,28 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
     planned = []
     other: list[PlannedUser] = []
     accepted = {fingerprint, *also_accepted}
-    for index, user in enumerate(users):
-        min_calls, max_calls = job.call_bounds(user, seed=settings.seed)
-        item = PlannedUser(index, user, min_calls, max_calls)
+    for user in users:
+        item = PlannedUser(user, *job.call_bounds(user, seed=settings.seed))
         if run_dir is not None:
-            item.result, item.damaged = run_dir.inspect_result(user.user_id)
+            item.result, damaged = run_dir.inspect_result(user.user_id)
             item.failure = run_dir.read_failure(user.user_id)
-            if item.damaged:
-                logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id),
-                               item.damaged, user.user_id)
+            if damaged:
+                logger.warning("%s/result.json %s: user %s is run again.", run_dir.user_path(user.user_id), damaged,
+                               user.user_id)
             if item.result is not None and job.redo(item.result.get("result") or {}):
                 item.previous, item.result = item.result, None  # checked below like a finished user, then run again
             if item.result is None:
                 item.ledger = run_dir.read_ledger(user.user_id)
         finished = item.result or item.previous
-        if finished is not None and finished.get("input_sha256") != user.fingerprint() and job.updates_changed_users:
+        if finished is not None and finished.get("input_sha256") != user.fingerprint():
+            if not job.updates_changed_users:
+                raise ManifestMismatchError(
+                    f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has "
+                    f"now (see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
+                )
             item.previous, item.result, item.changed_input = finished, None, True
             item.update_after = int(finished.get("attempts") or 0)
             item.ledger = run_dir.read_ledger(user.user_id)
-        elif finished is not None and finished.get("input_sha256") != user.fingerprint():
-            raise ManifestMismatchError(
-                f"Cannot resume {run_dir.path}: user {user.user_id} finished with other input data than it has now "
-                f"(see {run_dir.user_path(user.user_id)}). Use a new run directory for changed data."
-            )
         if finished is not None and fingerprint is not None and finished["run_fingerprint"] not in accepted:
             other.append(item)
         planned.append(item)
@@ -115,16 +108,16 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
         raise other_settings_error(run_dir.path, [p.user.user_id for p in other], first.get("run_identity"),
                                    identity or {}, run_dir.users_path)
     fixed, spent = {}, {}
-    for item in planned:
+    for index, item in enumerate(planned):
         if item.result is not None:
             budget = item.result["budget"]
             allotment = budget.get("allotment")
-            fixed[item.index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
+            fixed[index] = allotment if allotment is not None else int(item.result["usage"]["calls"]) + int(
                 budget.get("calls_in_failed_attempts", 0))
         elif item.failure is not None and not settings.retry_failed:
-            fixed[item.index] = item.calls_spent_before
+            fixed[index] = item.calls_spent_before
         elif item.calls_spent_before:
-            spent[item.index] = item.calls_spent_before
+            spent[index] = item.calls_spent_before
     per_user = settings.max_calls_per_user
     wanted = [per_user if per_user is not None else (p.max_calls if settings.max_calls_per_run else None)
               for p in planned]
@@ -135,30 +128,32 @@ def plan_users(run_dir: RunDir | None, users: list[UserData], job: UserJob, sett
 
 
 def estimate_pending(todo: list[PlannedUser], job: UserJob, settings: RunSettings, task: LMConfig,
-              proposer: LMConfig, workers: int) -> RunEstimate:
+                     proposer: LMConfig) -> RunEstimate:
     """Token estimates for a sample of the users to run, scaled to all of them; call counts are exact."""
     sample = todo[:_ESTIMATE_SAMPLE]
     estimates = [job.estimate(p.user, seed=settings.seed) for p in sample]
     notes = []
     if len(todo) > len(sample):
         notes.append(f"tokens estimated on the first {len(sample)} users to run, scaled by their LM calls")
-        per_call = _per_call(sum(estimates, WorkEstimate()))
+        total = sum(estimates, WorkEstimate())
+        per_call = {name: value / max(1, total.calls_max) for name, value in total.to_dict().items()}
         estimates += [_scaled(per_call, item.min_calls, item.max_calls) for item in todo[len(sample):]]
     notes.append("tokens are characters / 4 of the requests DSPy's ChatAdapter sends")
     if settings.engine == "ray" and settings.max_workers is None:
         notes.append("on Ray, as many users run at once as the cluster has CPUs (per ray_cpus_per_user)")
-    allotments = [None if p.allotment is None else max(0, p.allotment - p.calls_spent_before) for p in todo]
-    not_started = sum(1 for p, a in zip(todo, allotments, strict=True) if a is not None and a < p.min_calls)
-    if (settings.max_cost_per_user or settings.max_cost_per_run) and token_price(task) is None \
-            and token_price(proposer) is None:
+    work = sum(estimates, WorkEstimate())
+    usd, usd_max = price_estimate(work, task, proposer)
+    if (settings.max_cost_per_user or settings.max_cost_per_run) and usd is None:
         notes.append("USD caps have no effect: DSPy reports no cost for these LMs")
-    return summarize_estimates(estimates, allotments, not_started=not_started, task=task, proposer=proposer,
-                               concurrency=workers * settings.num_threads, notes=notes)
-
-
-def _per_call(total: WorkEstimate) -> dict[str, float]:
-    calls = max(1, total.calls_max)
-    return {name: value / calls for name, value in total.to_dict().items()}
+    allotments = [None if p.allotment is None else max(0, p.allotment - p.calls_spent_before) for p in todo]
+    capped = None if all(a is None for a in allotments) else sum(
+        e.calls_max if a is None else min(e.calls_max, a) for e, a in zip(estimates, allotments, strict=True))
+    return RunEstimate(
+        users=len(todo), work=work, calls_allowed=capped,
+        users_not_started=sum(1 for p, a in zip(todo, allotments, strict=True) if a is not None and a < p.min_calls),
+        usd=usd, usd_max=usd_max, concurrency=(settings.max_workers or 1) * settings.num_threads,
+        lms={"task": task.spec, "proposer": proposer.spec}, notes=tuple(notes),
+    )
 
 
 def _scaled(per_call: dict[str, float], min_calls: int, max_calls: int) -> WorkEstimate:

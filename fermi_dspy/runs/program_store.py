@@ -110,8 +110,8 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         self.embedder = embedder
         self.max_loaded = max_loaded
         self._lock = threading.Lock()
-        self._loaded: OrderedDict[str, PersonalizedProgram] = OrderedDict()
-        self._stamps: dict[str, tuple[int, int] | None] = {}
+        #: user id -> (its loaded program, the `_stamp` of the file it was loaded from), least recently used first.
+        self._loaded: OrderedDict[str, tuple[PersonalizedProgram, tuple[int, int] | None]] = OrderedDict()
         self._folders = self._scan()
 
     def _scan(self) -> dict[str, Path]:
@@ -136,9 +136,9 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         folders = self._scan()
         with self._lock:
             self._folders = folders
-            for user_id in list(self._loaded):
+            for user_id, (_, loaded_stamp) in list(self._loaded.items()):
                 stamp = _stamp(folders.get(user_id))
-                if stamp is None or stamp != self._stamps.get(user_id):
+                if stamp is None or stamp != loaded_stamp:
                     del self._loaded[user_id]
 
     def __len__(self) -> int:
@@ -152,10 +152,9 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
 
     def __getitem__(self, user_id: str) -> PersonalizedProgram:
         with self._lock:
-            program = self._loaded.get(user_id)
-            if program is not None:
+            if user_id in self._loaded:
                 self._loaded.move_to_end(user_id)
-                return program
+                return self._loaded[user_id][0]
             folder = self._folders.get(user_id)
         if folder is None:
             known = ", ".join(list(self._folders)[:5])
@@ -166,12 +165,10 @@ class ProgramStore(Mapping[str, PersonalizedProgram]):
         program = PersonalizedProgram(self.student(), embedder=self.embedder)
         program.load(str(folder / PROGRAM_FILE))
         with self._lock:
-            self._loaded[user_id] = program
-            self._stamps[user_id] = stamp
+            self._loaded[user_id] = program, stamp
             self._loaded.move_to_end(user_id)
             while len(self._loaded) > self.max_loaded:
-                dropped, _ = self._loaded.popitem(last=False)
-                self._stamps.pop(dropped, None)
+                self._loaded.popitem(last=False)
         return program
 
     @property

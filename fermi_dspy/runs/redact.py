@@ -25,15 +25,16 @@ REDACTED = "***"
 
 _SECRET_ENV_NAME = re.compile(r"(^|_)(API_?KEY|KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)(_|$)", re.IGNORECASE)
 _MIN_SECRET_LENGTH = 6
+#: (pattern, replacement): the key name part ("Authorization: ", "api_key=") and the scheme word ("Bearer") are kept.
 _PATTERNS = (
     # A token has a digit or punctuation in it, so plain words after "bearer" are left alone.
-    re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+(\s+[^\s\"',}]+)?"),
-    re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|x-api-key|secret[_-]?key|password)[\"']?\s*[:=]\s*[\"']?)"
-               r"[^\s\"',}&]{4,}"),
-    re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"),
+    (re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z0-9._~+/=-]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{8,}"), rf"\1 {REDACTED}"),
+    (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+(\s+[^\s\"',}]+)?"), rf"\1{REDACTED}"),
+    (re.compile(r"(?i)((?:api[_-]?key|access[_-]?token|x-api-key|secret[_-]?key|password)[\"']?\s*[:=]\s*[\"']?)"
+                r"[^\s\"',}&]{4,}"), rf"\1{REDACTED}"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
     # URL userinfo: scheme://user:password@host or scheme://token@host.
-    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"),
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/@:\"']+(?::[^\s/@\"']*)?@"), rf"\1{REDACTED}@"),
 )
 #: "Basic <base64>" is redacted when the base64 decodes to "user:password" (so "Basic settings" stays).
 _BASIC = re.compile(r"(?i)\b(basic)\s+([A-Za-z0-9+/]{4,}={0,2})")
@@ -80,18 +81,6 @@ def register_environment_secrets(environ: dict[str, str] | None = None) -> None:
             register_secret(value)
 
 
-def _replace_pattern(match: re.Match) -> str:
-    groups = [g for g in match.groups() if g is not None]
-    # Keep the key name part ("Authorization: ", "api_key=") and the scheme word ("Bearer"), drop the value.
-    if match.re is _PATTERNS[0]:
-        return f"{match.group(1)} {REDACTED}"
-    if match.re is _PATTERNS[-1]:
-        return f"{match.group(1)}{REDACTED}@"
-    if groups:
-        return f"{groups[0]}{REDACTED}"
-    return REDACTED
-
-
 def redact(text: str, extra: Iterable[str] = ()) -> str:
     """`text` with every known secret and every key- or token-shaped value replaced by "***".
 
@@ -106,8 +95,8 @@ def redact(text: str, extra: Iterable[str] = ()) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern in _PATTERNS:
-        text = pattern.sub(_replace_pattern, text)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
     return _BASIC.sub(_replace_basic, text)
 
 

@@ -16,10 +16,9 @@ from typing import Any
 
 from fermi_dspy.data import BadRecord, DataError
 from fermi_dspy.data.problems import format_problems
-from fermi_dspy.runs.engines import import_ray, make_engine
+from fermi_dspy.runs.engines import import_ray
 from fermi_dspy.runs.errors import RunError
 from fermi_dspy.runs.estimate import RunEstimate
-from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.jobs import UserData, UserJob
 from fermi_dspy.runs.layout import (
     FAILURE,
@@ -40,46 +39,44 @@ from fermi_dspy.runs.redact import install_log_redaction, register_environment_s
 from fermi_dspy.runs.scheduler import Scheduler, summarize_run
 from fermi_dspy.runs.screening import bad_records_error, no_users_error, problem_dict, screen_users
 from fermi_dspy.runs.settings import DataSource, RunSettings
-from fermi_dspy.runs.summary import COMPLETED, INTERRUPTED, RunSummary
+from fermi_dspy.runs.summary import INTERRUPTED, RunSummary
 
 logger = logging.getLogger(__name__)
 
 
 def _identity(job: UserJob, task: LMConfig, proposer: LMConfig, source: DataSource,
-              settings: RunSettings) -> dict[str, Any]:
-    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`). For a job that updates users whose
-    input changed, the data file's hash is left out: each user's own input hash decides what is run again."""
+              settings: RunSettings) -> tuple[dict[str, Any], frozenset[str]]:
+    """What makes two invocations the same run (see `fermi_dspy.runs.manifest`), and the fingerprints it had in
+    earlier versions of fermi-dspy.
+
+    For a job that updates users whose input changed, the data file's hash is left out: each user's own input hash
+    decides what is run again. Runs started by earlier versions had it in, so the fingerprint with it (of the data
+    file as it is now) is accepted too.
+    """
     data = source.identity()
-    if job.updates_changed_users:
-        data.pop("sha256", None)
-    return {"job": job.describe(), "lms": {"task": task.describe(), "proposer": proposer.describe()},
-            "data": data, **settings.identity()}
-
-
-def _earlier_fingerprints(job: UserJob, identity: dict[str, Any], source: DataSource) -> frozenset[str]:
-    """Fingerprints the same settings had before the data file's hash left the identity of updating jobs (runs
-    started by earlier versions of fermi-dspy), with the data file as it is now."""
+    identity = {"job": job.describe(), "lms": {"task": task.describe(), "proposer": proposer.describe()},
+                "data": data, **settings.identity()}
     if not job.updates_changed_users:
-        return frozenset()
-    return frozenset({fingerprint({**identity, "data": {**identity["data"], "sha256": source.sha256}})})
+        return identity, frozenset()
+    earlier = fingerprint(identity)
+    del data["sha256"]
+    return identity, frozenset({earlier})
 
 
 def _orphaned_records(run_dir: RunDir) -> dict[str, dict[str, Any]]:
     """Per user folder with records: whether it finished, the settings fingerprints its records name, and the
     identity its result.json records (for naming differences)."""
     out = {}
-    for name, held in run_dir.user_records().items():
+    for name in run_dir.user_records():  # a record that is absent reads as None (or an empty ledger)
         folder = run_dir.users_path / name
-        result = read_json(folder / RESULT) if RESULT in held else None
-        failure = read_json(folder / FAILURE) if FAILURE in held else None
-        prints = set(read_ledger(folder / LEDGER).fingerprints) if LEDGER in held else set()
-        identity = None
+        result, failure = read_json(folder / RESULT), read_json(folder / FAILURE)
+        prints = read_ledger(folder / LEDGER).fingerprints
         for record in (result, failure):
             if isinstance(record, dict) and isinstance(record.get("run_fingerprint"), str):
                 prints.add(record["run_fingerprint"])
-        if isinstance(result, dict) and isinstance(result.get("run_identity"), dict):
-            identity = result["run_identity"]
-        finished = isinstance(result, dict) and result_problem(result, str(result.get("user_id"))) is None
+        result = result if isinstance(result, dict) else {}
+        identity = result.get("run_identity") if isinstance(result.get("run_identity"), dict) else None
+        finished = bool(result) and result_problem(result, str(result.get("user_id"))) is None
         out[name] = {"finished": finished, "fingerprints": prints, "identity": identity}
     return out
 
@@ -166,20 +163,6 @@ def _to_run(planned: list[PlannedUser], settings: RunSettings) -> list[PlannedUs
     return [p for p in planned if p.result is None and (p.failure is None or settings.retry_failed)]
 
 
-def _schedule(run: RunDir, scheduler: Scheduler, settings: RunSettings, todo: list[PlannedUser]) -> str:
-    """Run the users left on the engine; return the status ("interrupted" if anything escaped)."""
-    if not todo:
-        scheduler.progress.close()
-        return COMPLETED
-    engine = make_engine(settings.engine, max_workers=settings.max_workers, ray_address=settings.ray_address,
-                         ray_cpus_per_user=settings.ray_cpus_per_user)
-    try:
-        return scheduler.run(engine)
-    finally:
-        engine.close()
-        clear_stop()
-
-
 def _finish(run: RunDir, summary: RunSummary) -> None:
     run.write_json(FAILURES, [f.to_dict() for f in summary.failures])
     run.write_json(SUMMARY, summary.to_dict())
@@ -230,16 +213,14 @@ def run_user_jobs(
     if settings.engine == "ray":
         import_ray()  # fail before anything is written
     if all_problems:
-        listed = f"{Path(run_dir) / INPUT_PROBLEMS}"
         logger.warning("Skipped %d bad record(s) (on_bad_record='skip'; all listed in %s):\n%s", len(all_problems),
-                       listed, format_problems(all_problems))
+                       Path(run_dir) / INPUT_PROBLEMS, format_problems(all_problems))
     run = RunDir(run_dir)
-    identity = _identity(job, task, proposer, source, settings)
+    identity, earlier = _identity(job, task, proposer, source, settings)
     run_fingerprint = fingerprint(identity)
     undo_redaction = install_log_redaction()
     try:
         with run.locked():
-            earlier = _earlier_fingerprints(job, identity, source)
             notes = _open_run(run, identity, source, settings, task, proposer, earlier)
             for note in notes:
                 logger.warning("Resuming %s: %s", run.path, note)
@@ -255,8 +236,7 @@ def run_user_jobs(
                             run.path, len(updating), ", ".join(updating[:10]) + (" ..." if len(updating) > 10 else ""))
             already = sum(1 for p in planned if p.result is not None)
             todo = _to_run(planned, settings)
-            workers = settings.max_workers or 1
-            estimate = estimate_pending(todo, job, settings, task, proposer, workers)
+            estimate = estimate_pending(todo, job, settings, task, proposer)
             if todo:
                 logger.info("Run %s: %d users, %d already done; estimate for the rest:\n%s", run.path,
                             len(planned), already, estimate.format())
@@ -267,7 +247,7 @@ def run_user_jobs(
                                   fingerprint=run_fingerprint)
             schedule_started, status = time.perf_counter(), INTERRUPTED
             try:
-                status = _schedule(run, scheduler, settings, todo)
+                status = scheduler.run(todo)
             finally:
                 summary = summarize_run(run, planned, scheduler, status, estimate, notes, started, schedule_started,
                                         skipped=len(problems), bad_records=len(all_problems))
@@ -300,9 +280,8 @@ def estimate_user_jobs(
     task = LMConfig.coerce(task_lm).resolve("task", need_key=False)
     proposer = LMConfig.coerce(proposer_lm).resolve("proposer", default=task, need_key=False)
     kept, _, all_problems = _screen(users, job, source, settings, None)
-    identity = _identity(job, task, proposer, source, settings)
+    identity, earlier = _identity(job, task, proposer, source, settings)
     run = RunDir(run_dir) if run_dir is not None else None
-    earlier = _earlier_fingerprints(job, identity, source)
     if run is not None and run.path.is_dir():
         existing, _ = _check_run(run, identity, replace(settings, resume=True), earlier)
         if existing is None and not run.user_records():
@@ -311,5 +290,5 @@ def estimate_user_jobs(
         run = None
     planned = plan_users(run, kept, job, settings, identity=identity, fingerprint=fingerprint(identity),
                          also_accepted=earlier)
-    estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer, settings.max_workers or 1)
+    estimate = estimate_pending(_to_run(planned, settings), job, settings, task, proposer)
     return replace(estimate, bad_records=tuple(all_problems), excluded=tuple(source.excluded))

@@ -12,7 +12,9 @@ from typing import Any
 
 from fermi_dspy.progress import listening as progress_events
 from fermi_dspy.runs.budget import CostLedger
+from fermi_dspy.runs.engines import make_engine
 from fermi_dspy.runs.estimate import RunEstimate
+from fermi_dspy.runs.guard import clear_stop
 from fermi_dspy.runs.jobs import UserJob
 from fermi_dspy.runs.layout import RunDir
 from fermi_dspy.runs.ledger import append_line, end_cut_line
@@ -37,7 +39,6 @@ class Scheduler:
         self.run_dir, self.job, self.settings = run_dir, job, settings
         self.identity, self.fingerprint = identity or {}, fingerprint
         self.task, self.proposer = task, proposer
-        self.planned = planned
         self.ledger = CostLedger(settings.max_cost_per_run, spent=usage_totals(planned).cost or 0.0)
         per_user_usd = estimate.usd_max / max(1, estimate.users) if estimate.usd_max is not None else None
         self.cost_wanted = settings.max_cost_per_user if settings.max_cost_per_user is not None else per_user_usd
@@ -62,7 +63,7 @@ class Scheduler:
             return None, why, None
         cost_cap = None
         if self.settings.max_cost_per_user is not None:
-            cost_cap = self.settings.max_cost_per_user - item.cost_spent_before
+            cost_cap = self.settings.max_cost_per_user - (item.spent_before().cost or 0.0)
         if self.settings.max_cost_per_run is not None:
             wanted = cost_cap if cost_cap is not None else self.cost_wanted
             may_start, cost_cap = self.ledger.reserve(wanted)
@@ -92,7 +93,6 @@ class Scheduler:
     def _start(self, task: UserTask) -> None:
         """Open the attempt in the user's ledger (before the worker charges its first call there)."""
         path = self.run_dir.ledger_path(task.user.user_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         end_cut_line(path)
         append_line(path, {"attempt": task.attempt, "event": "start", "run_fingerprint": self.fingerprint,
                            "max_calls": task.max_calls, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -108,42 +108,47 @@ class Scheduler:
             "written_by": "worker" if outcome.ledger_written else "driver"})
         item.ledger = self.run_dir.read_ledger(uid)
 
-    def run(self, engine: Any) -> str:
-        with progress_events(self.progress.phase):  # reaches the worker threads (their context is copied)
-            return self._run(engine)
-
-    def _run(self, engine: Any) -> str:
-        queue = deque(p for p in self.planned if p.result is None and (p.failure is None or
-                                                                       self.settings.retry_failed))
+    def run(self, todo: list[PlannedUser]) -> str:
+        """Run `todo` on the settings' engine, writing each outcome; return the status (BUDGET if a user got none)."""
+        if not todo:
+            self.progress.close()
+            return COMPLETED
+        s = self.settings
+        engine = make_engine(s.engine, max_workers=s.max_workers, ray_address=s.ray_address,
+                             ray_cpus_per_user=s.ray_cpus_per_user)
+        queue = deque(todo)
         inflight: dict[Any, tuple[PlannedUser, UserTask, float | None]] = {}
         try:
-            while queue or inflight:
-                while queue and len(inflight) < engine.max_workers:
-                    item = queue.popleft()
-                    task, why, reserved = self._task_for(item)
-                    if task is None:
-                        self.not_started.append(item.user.user_id)
-                        self.run_dir.event("user_not_started", user_id=item.user.user_id, reason=why)
-                        self.progress.not_started(item.user.user_id, why)
-                        continue
-                    self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
-                                       max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name,
-                                       **({"update": "its input changed"} if item.changed_input else {}))
-                    self._start(task)
-                    inflight[engine.submit(task)] = (item, task, reserved)
-                if not inflight:
-                    break
-                for handle in engine.wait(list(inflight)):
-                    item, task, reserved = inflight.pop(handle)
-                    outcome = engine.outcome(handle, task)
-                    self.ledger.settle(reserved, outcome.usage.cost)
-                    if self._record(item, task, outcome):
-                        queue.append(item)
+            with progress_events(self.progress.phase):  # reaches the worker threads (their context is copied)
+                while queue or inflight:
+                    while queue and len(inflight) < engine.max_workers:
+                        item = queue.popleft()
+                        task, why, reserved = self._task_for(item)
+                        if task is None:
+                            self.not_started.append(item.user.user_id)
+                            self.run_dir.event("user_not_started", user_id=item.user.user_id, reason=why)
+                            self.progress.not_started(item.user.user_id, why)
+                            continue
+                        self.run_dir.event("user_started", user_id=item.user.user_id, attempt=task.attempt,
+                                           max_calls=task.max_calls, max_cost=task.max_cost, engine=engine.name,
+                                           **({"update": "its input changed"} if item.changed_input else {}))
+                        self._start(task)
+                        inflight[engine.submit(task)] = (item, task, reserved)
+                    if not inflight:
+                        break
+                    for handle in engine.wait(list(inflight)):
+                        item, task, reserved = inflight.pop(handle)
+                        outcome = engine.outcome(handle, task)
+                        self.ledger.settle(reserved, outcome.usage.cost)
+                        if self._record(item, task, outcome):
+                            queue.append(item)
         except BaseException:
             engine.cancel(list(inflight))
             raise
         finally:
             self.progress.close()
+            engine.close()
+            clear_stop()
         return BUDGET if self.not_started else COMPLETED
 
     def _record(self, item: PlannedUser, task: UserTask, outcome: TaskOutcome) -> bool:
@@ -210,11 +215,9 @@ class Scheduler:
 
     def interrupted_calls(self) -> int:
         """LM calls of the attempts submitted in this invocation that never reported (read from their ledgers)."""
-        total = 0
-        for uid, attempt in self.open_attempts.items():
-            spent = self.run_dir.read_ledger(uid).attempts.get(attempt)
-            total += spent.calls if spent is not None else 0
-        return total
+        # An open attempt is its user's last one: nothing after it was started.
+        return sum(self.run_dir.read_ledger(uid).usage(since=attempt).calls
+                   for uid, attempt in self.open_attempts.items())
 
 
 def _earlier_version(previous: dict[str, Any]) -> dict[str, Any]:

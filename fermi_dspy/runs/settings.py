@@ -62,14 +62,11 @@ class RunSettings:
             raise ValueError(f"engine={self.engine!r}; use one of {ENGINES}.")
         if self.on_bad_record not in ("raise", "skip"):
             raise ValueError(f"on_bad_record={self.on_bad_record!r}; use 'raise' or 'skip'.")
-        for name in ("max_workers", "max_calls_per_user", "max_calls_per_run"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}.")
-        for name in ("num_threads",):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        for name in ("max_workers", "max_calls_per_user", "max_calls_per_run", "num_threads"):
+            value, optional = getattr(self, name), name != "num_threads"
+            bad = isinstance(value, bool) or not isinstance(value, int) or value < 1
+            if bad and not (optional and value is None):
+                raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got {value!r}.")
         for name in ("max_cost_per_user", "max_cost_per_run"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):

@@ -1,6 +1,6 @@
 """`RunSummary`: what a run did, as returned by `personalize_users` and written to summary.json."""
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,7 @@ class UserFailure:
     calls_spent: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "reason": self.reason, "error_type": self.error_type,
-                "attempts": self.attempts, "calls_spent": self.calls_spent}
+        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,8 @@ from fermi_dspy.runs.redact import install_log_redaction, redact, register_envir
 
 logger = logging.getLogger(__name__)
 
+#: A user's statuses; all but FAILED are those of a finished user (it has a result.json).
 DONE, BUDGET_LIMITED, FAILED, UNPARSEABLE = "done", "budget_limited", "failed", "unparseable"
-#: Statuses of a finished user (it has a result.json).
-FINISHED = (DONE, BUDGET_LIMITED, UNPARSEABLE)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,29 @@ def clean_proposal(text: Any, *, max_chars: int) -> str:
         if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
             text = text[len(left) : -len(right)].strip()
     text = text.replace(PROMPT_SLOT, "").strip()
-    return _truncate(text, max_chars)
+    return _truncate(without_loop(text), max_chars)
+
+
+#: Words in a row that, seen a second time, mark where a proposal started to loop.
+LOOP_WORDS = 6
+
+
+def without_loop(text: str, words: int = LOOP_WORDS) -> str:
+    """The proposal up to where it starts repeating itself, if it does.
+
+    Small proposers fall into loops until the token limit, e.g. (0.5B proposer, a real panelist) "In South, high
+    school graduate, white person, 65+, not married, conservative, not selected, Republican, less than $30,000,
+    conservative, not selected, Republican, less than $30,000, ...". The text is cut before the first run of `words`
+    words (compared without case and punctuation) that already occurred; text with no such run is unchanged.
+    """
+    spans = [(m.start(), re.sub(r"\W", "", m.group().lower())) for m in re.finditer(r"\S+", text)]
+    seen: set[tuple[str, ...]] = set()
+    for i in range(len(spans) - words + 1):
+        gram = tuple(word for _, word in spans[i : i + words])
+        if gram in seen:
+            return text[: spans[i][0]].rstrip(" \t\n,;:-")
+        seen.add(gram)
+    return text
 
 
 _SUBJECT = re.compile(r"^(?:this|the|a) person\b")

@@ -3,7 +3,7 @@
 import dspy
 
 from fermi_dspy.memory import PromptMemory, ScoredPrompt
-from fermi_dspy.proposal import clean_proposal, prompt_key, render_demonstrations, render_memory
+from fermi_dspy.proposal import clean_proposal, prompt_key, render_demonstrations, render_memory, without_loop
 from tests.scripted import topic_examples
 
 EXAMPLES = topic_examples([f"topic{i}" for i in range(8)], supported={"topic0", "topic1", "topic2"})
@@ -83,3 +83,28 @@ def test_example_with_several_labels_lists_each():
     example = dspy.Example(question="q", a="1", b="2").with_inputs("question")
     text = render_demonstrations([example])
     assert "The person's answer (a): 1" in text and "The person's answer (b): 2" in text
+
+
+# Proposals the 0.5B proposer wrote for real panelists in a cold `fermi-dspy run` (2026-12-01): it fell into a loop
+# and ran to its token limit.
+LOOPING = ("In South, high school graduate, white person, 65+, not married, conservative, not selected, not selected, "
+           "Republican, less than $30,000, conservative, not selected, Republican, not selected, less than $30,000, "
+           "conservative, not selected, Republican, not selected, less than $30,000, conservative, not selected, "
+           "Republican, not selected, less than $30,000")
+
+
+def test_a_looping_proposal_is_cut_where_it_starts_to_repeat():
+    cleaned = clean_proposal(LOOPING, max_chars=1500)
+    assert cleaned == ("In South, high school graduate, white person, 65+, not married, conservative, not selected, not "
+                       "selected, Republican, less than $30,000, conservative, not selected, Republican, not selected")
+    assert cleaned.count("less than $30,000") == 1
+    assert without_loop("not selected, not selected, not selected, not selected, not selected") == "not selected"
+
+
+def test_a_proposal_without_a_loop_is_unchanged():
+    profile_prompt = ("A person can be described as follows:\n- Region: West\n- Age: 50-64\n- Sex: Female\n"
+                      "Answer every question exactly as this person would.")
+    assert without_loop(profile_prompt) == profile_prompt
+    # A phrase used twice is no loop unless six words in a row repeat.
+    text = "Answer as a Republican would about guns, and as a Republican would about taxes."
+    assert without_loop(text) == text

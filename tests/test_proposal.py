@@ -95,8 +95,9 @@ LOOPING = ("In South, high school graduate, white person, 65+, not married, cons
 
 def test_a_looping_proposal_is_cut_where_it_starts_to_repeat():
     cleaned = clean_proposal(LOOPING, max_chars=1500)
-    assert cleaned == ("In South, high school graduate, white person, 65+, not married, conservative, not selected, not "
-                       "selected, Republican, less than $30,000, conservative, not selected, Republican, not selected")
+    assert cleaned == (
+        "In South, high school graduate, white person, 65+, not married, conservative, not selected, not selected, "
+        "Republican, less than $30,000, conservative, not selected, Republican, not selected")
     assert cleaned.count("less than $30,000") == 1
     assert without_loop("not selected, not selected, not selected, not selected, not selected") == "not selected"
 

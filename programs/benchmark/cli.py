@@ -100,6 +100,9 @@ def _add_run_arguments(run: argparse.ArgumentParser) -> None:
                         "(default) or as Ray tasks (cluster from $RAY_ADDRESS)")
     engine.add_argument("--workers", type=int, default=None, help="users at once (threads default 1; Ray default: the "
                         "cluster's CPUs)")
+    run.add_argument("--keep-programs", action="store_true", help="also save each method's compiled program as "
+                     "users/<user>/<method>.program.json, to read the learned prompts (they quote the user's profile "
+                     "and answers: never publish them; .gitignore leaves them out of the repository)")
     run.add_argument("--out", required=True, help="run directory; re-running into it resumes")
 
 
@@ -155,8 +158,8 @@ def _run(args: argparse.Namespace) -> int:
     from programs.benchmark.job import run_benchmark
 
     report = run_benchmark(settings_from_args(args), args.out, command=command_line(), engine=args.engine,
-                           max_workers=args.workers, api_key_env=args.api_key_env, num_retries=args.num_retries,
-                           timeout=args.timeout, local_threads=args.local_threads)
+                           max_workers=args.workers, keep_programs=args.keep_programs, api_key_env=args.api_key_env,
+                           num_retries=args.num_retries, timeout=args.timeout, local_threads=args.local_threads)
     print((Path(args.out) / "report.md").read_text())
     print(f"Run directory: {args.out} (report.md, summary.csv, results.csv, report.json, plot.png); "
           f"{report.seconds_this_invocation:.0f} s this invocation")

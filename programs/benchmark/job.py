@@ -74,13 +74,17 @@ class BenchmarkJob(UserJob):
     Args:
         settings: What the benchmark compares (methods, T, K, L, split sizes, ...).
         student: Builds the student program; None is the task's (`OpinionQA`, `MovieRating`, `MovieTagging`).
+        keep_programs: Also save each method's compiled program as `users/<user>/<method>.program.json`, to read
+            the learned prompts. These files hold the profile and answers the prompts quote: never publish them.
     """
 
     name = "benchmark"
 
-    def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] | None = None) -> None:
+    def __init__(self, settings: BenchmarkSettings, student: Callable[[], dspy.Module] | None = None, *,
+                 keep_programs: bool = False) -> None:
         self.settings = settings
         self.student = student or task_for(settings.dataset).student
+        self.keep_programs = keep_programs
         self._fermi = FermiJob(self.student, fermi=settings.fermi())
 
     def describe(self) -> dict[str, Any]:
@@ -116,8 +120,11 @@ class BenchmarkJob(UserJob):
         methods = {**(context.previous or {}).get("methods", {}),
                    **{m: {"status": r.status, "accuracy": r.accuracy} for m, r in results.items()}}
         lms = {"task": describe_lm(context.task_lm), "proposer": describe_lm(context.proposer_lm)}
-        return JobOutput({"methods": methods, "lms": lms}, {f"{m}.json": to_json(r.to_dict()) for m, r in
-                                                            results.items()},
+        files = {f"{m}.json": to_json(r.to_dict()) for m, r in results.items()}
+        if self.keep_programs:
+            files.update({f"{m}.program.json": to_json(r.program.dump_state()) for m, r in results.items()
+                          if r.program is not None})
+        return JobOutput({"methods": methods, "lms": lms}, files,
                          budget_limited=any(r.reason.startswith("BudgetExhaustedError") for r in results.values()))
 
 
@@ -137,6 +144,7 @@ def run_benchmark(
     engine: str = "threads",
     max_workers: int | None = None,
     display_progress: bool = True,
+    keep_programs: bool = False,
     **lm_options: Any,
 ) -> BenchmarkReport:
     """Run the benchmark into `out_dir` (resuming: finished (user, method) pairs are skipped) and write its report.
@@ -149,6 +157,8 @@ def run_benchmark(
         engine: "threads" or "ray" (see `fermi_dspy.runs.RunSettings`).
         max_workers: Users at once.
         display_progress: Show a progress bar over users.
+        keep_programs: Save each method's compiled program beside its result (`BenchmarkJob`); they quote the
+            user's profile and answers, so a published run directory must not hold them.
         **lm_options: How the LMs are reached (api_key_env, num_retries, timeout, local_threads).
 
     Returns:
@@ -161,7 +171,7 @@ def run_benchmark(
     started, root = time.perf_counter(), Path(out_dir)
     _refuse_old_format(root)
     users = benchmark_users(settings)
-    job = BenchmarkJob(settings, student)
+    job = BenchmarkJob(settings, student, keep_programs=keep_programs)
     task_lm, proposer_lm = settings.lm_configs(**lm_options)
     run = RunSettings(seed=settings.seed, engine=engine, max_workers=max_workers, num_threads=settings.num_threads,
                       on_bad_record="skip", display_progress=display_progress)

@@ -4,6 +4,7 @@ import csv
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 from programs.benchmark import METHOD_ORDER, run_benchmark
 from programs.benchmark.budgets import copro_config, fermi_budget
@@ -68,3 +69,14 @@ def test_outputs_hold_no_profile_answer_or_prompt(tmp_path, small_settings):
             for secret in (SECRET_PARTY, SECRET_IDEOLOGY, "Strongly agree", "Do you agree with statement",
                            "Answer as this person would"):
                 assert secret not in text, f"{secret!r} leaked into {path.name}"
+
+
+def test_keep_programs_saves_each_compiled_program_apart_from_its_result(tmp_path, small_settings):
+    run_benchmark(small_settings, tmp_path / "run", display_progress=False, keep_programs=True)
+    user_dir = next((tmp_path / "run" / "users").iterdir())
+    fermi = json.loads((user_dir / "fermi.program.json").read_text())
+    assert "Answer as this person would" in json.dumps(fermi)  # the learned prompts, to read
+    best = json.loads((user_dir / "fermi_best.program.json").read_text())
+    assert "best" in json.dumps(best) and fermi != best  # the same compile answering with the single best prompt
+    assert "Answer as this person would" not in (user_dir / "fermi.json").read_text()  # results stay text-free
+    assert "*.program.json" in (Path(__file__).parents[2] / ".gitignore").read_text().split()

@@ -123,6 +123,8 @@ class MethodResult:
         details: Method-specific facts (stop reason, candidates scored, ...), never text from the user.
         mae: Rating task: mean absolute error in stars over the test answers that held a rating (else None).
         rmse: Rating task: root mean squared error, likewise.
+        program: The compiled program that answered the test questions (None for methods without one). Never
+            written into the method's result: `BenchmarkJob(keep_programs=True)` saves it apart, for reading.
     """
 
     user_id: str
@@ -144,6 +146,7 @@ class MethodResult:
     details: Mapping[str, Any] = field(default_factory=dict)
     mae: float | None = None
     rmse: float | None = None
+    program: dspy.Module | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -170,7 +173,7 @@ class MethodResult:
         return self.compile_seconds + self.test_seconds
 
     def to_dict(self) -> dict[str, Any]:
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "program"}
         data.update({key: getattr(self, key).to_dict() for key in ("compile_task", "compile_proposer", "test")})
         data.update(compile_seconds=round(self.compile_seconds, 3), test_seconds=round(self.test_seconds, 3),
                     details=dict(self.details))
@@ -274,6 +277,7 @@ def score_on_test(task: UserTask, method: str, compiled: Compiled, *, roles: Rol
         details={**compiled.details, **details},
         mae=errors.get("mae"),
         rmse=errors.get("rmse"),
+        program=compiled.program,
     )
 
 

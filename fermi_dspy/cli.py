@@ -146,8 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose:
         logging.getLogger("fermi_dspy").setLevel(logging.INFO)
+    from fermi_dspy.runs.cli import stop_on_sigterm
+
     try:
-        return found[args.command].main(args)
+        with stop_on_sigterm():  # every command stops on SIGTERM as on Ctrl-C: what is finished is saved
+            return found[args.command].main(args)
     except KeyboardInterrupt:
         print("\ninterrupted; finished users are saved, re-run the same command to resume", file=sys.stderr)
         return 130

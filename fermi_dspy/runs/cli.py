@@ -178,7 +178,7 @@ def _configure_logging(level: str) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
+def stop_on_sigterm() -> Iterator[None]:
     """While the block runs, treat SIGTERM (a scheduler's or container's stop) like Ctrl-C: the running users stop,
     the summary is written and the command exits 130."""
     if threading.current_thread() is not threading.main_thread():
@@ -220,7 +220,7 @@ def _main(args: argparse.Namespace) -> int:
             estimate = estimate_users(args.data, run_dir=args.run_dir, settings=settings, **common)
             print(f"Dry run (nothing spent) for {args.run_dir}:\n{estimate.format()}")
             return EXIT_OK
-        with _stop_on_sigterm(), logging_redirect_tqdm():
+        with stop_on_sigterm(), logging_redirect_tqdm():
             summary = personalize_users(args.data, run_dir=args.run_dir, settings=settings, **common)
     except KeyboardInterrupt:
         print("\ninterrupted; finished users are saved: re-run the same command to resume", file=sys.stderr)
@@ -250,4 +250,4 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-__all__ = ["add_arguments", "add_lm_arguments", "build_parser", "lm_config", "lm_configs", "main"]
+__all__ = ["add_arguments", "add_lm_arguments", "build_parser", "lm_config", "lm_configs", "main", "stop_on_sigterm"]

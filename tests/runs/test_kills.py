@@ -103,3 +103,21 @@ def test_caps_hold_across_any_sequence_of_kills(users_file, tmp_path):
     # every call the servers saw is charged; a SIGKILL between charging a call and sending it may charge one unsent
     assert sum(served.values()) <= summary["usage"]["calls"] <= sum(served.values()) + sigkills
     assert summary["usage"]["calls"] <= run_cap
+
+
+def test_the_benchmark_command_stops_on_sigterm_like_ctrl_c(users_file, tmp_path):
+    """Every `fermi-dspy` command, not only `personalize`, treats SIGTERM as Ctrl-C: the finished users stay, the
+    run's summary is written, the exit code is 130, and the same command resumes."""
+    data, run_dir, call_log = users_file(3), tmp_path / "bench", tmp_path / "calls.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FERMI_TEST_LM_DELAY": "0.02", "FERMI_TEST_CALL_LOG": str(call_log)}
+    command = [sys.executable, "-m", "fermi_dspy", "bench", "run", "--data", "hwang", "--data-path", str(data),
+               "--users", "3", "--user-sample", "first", "--train", "6", "--test", "4", "--iterations", "2",
+               "--candidates", "2", "--methods", "zero_shot,fermi", "--lm", lms.TASK, "--proposer-lm", lms.PROPOSER,
+               "--out", str(run_dir)]
+    assert _kill_when(command, env, call_log, "u2", 5, signal.SIGTERM) == 130
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["done"] == 1 and summary["status"] == "interrupted"
+
+    resumed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["done"] == 3

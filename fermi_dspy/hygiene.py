@@ -31,6 +31,30 @@ _STRUCTURE = [
 ]
 
 
+def structure_start(text: str) -> int | None:
+    """Where the first copy of the meta-prompt's structure begins in `text`, or None if there is none."""
+    starts = [match.start() for pattern in _STRUCTURE if (match := pattern.search(text))]
+    return min(starts) if starts else None
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def instruction_before_structure(text: str) -> str:
+    """The whole sentences a proposal wrote before it started copying the meta-prompt's structure ("" if none).
+
+    Small proposers often write an instruction and then go on to copy a catalog entry, e.g. (0.5B proposer)
+    "This person is a conservative Republican from the South who distrusts institutions.\nMis-aligned: E0. question:
+    Do you think ...". The sentence in which the copy begins is dropped with it; text without a copy is returned
+    unchanged.
+    """
+    start = structure_start(text)
+    if start is None:
+        return text
+    ends = [match.end() for match in _SENTENCE_END.finditer(text, 0, start)]
+    return text[: ends[-1]].strip() if ends else ""
+
+
 def _letters(text: str) -> str:
     """Lower-case letters and digits only ("the U.S." and "the US" compare equal)."""
     return re.sub(r"[^a-z0-9]", "", text.lower())
@@ -76,7 +100,7 @@ def rejection_reason(text: str, training_questions: Iterable[str] = (), task: st
     stripped = text.strip()
     if not stripped:
         return "empty"
-    if any(pattern.search(stripped) for pattern in _STRUCTURE) or (task and _letters(stripped) == _letters(task)):
+    if structure_start(stripped) is not None or (task and _letters(stripped) == _letters(task)):
         return "meta_prompt_structure"
     if len(stripped) < MIN_PROMPT_CHARS or len(stripped.split()) < MIN_PROMPT_WORDS:
         return "too_short"

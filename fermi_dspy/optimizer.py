@@ -542,11 +542,11 @@ class _Compilation:
         try:
             for iteration in range(iterations):
                 detail = f"iteration {iteration + 1}/{iterations}"
-                rejected_before = Counter(self.proposer.rejected)
+                rejected_before, salvaged_before = Counter(self.proposer.rejected), self.proposer.salvaged
                 candidates = self.propose(iteration, detail, start_from_profile and iteration == 0)
                 scored = self.score(candidates, iteration, detail, bar)
                 previous_best = self.memory.best.mean_score if self.memory.best else None
-                self.remember(iteration, scored, rejected_before, bar)
+                self.remember(iteration, scored, rejected_before, self.proposer.salvaged - salvaged_before, bar)
                 reason = self.should_stop(iteration, iterations, previous_best)
                 if reason is not None:
                     self.stop_reason = reason
@@ -622,14 +622,15 @@ class _Compilation:
         self.created += len(scored)
         return scored
 
-    def remember(self, iteration: int, scored: list[ScoredPrompt], rejected_before: Counter, bar: Any) -> None:
+    def remember(self, iteration: int, scored: list[ScoredPrompt], rejected_before: Counter, salvaged: int,
+                 bar: Any) -> None:
         """Keep the best L prompts (with their mis-aligned examples) and record the iteration."""
         self.memory.merge(scored)
         rejected = Counter(self.proposer.rejected)
         rejected.subtract(rejected_before)
         rejected_now = {reason: count for reason, count in rejected.items() if count > 0}
         record = IterationRecord(iteration, tuple(scored), tuple(p.mean_score for p in self.memory.ranked()),
-                                 sum(rejected_now.values()), rejected_now)
+                                 sum(rejected_now.values()), rejected_now, salvaged)
         self.records.append(record)
         bar.set_postfix(iteration=iteration, best=f"{record.best_score:.2f}")
         logger.info("Fermi iteration %d: scored %d candidate(s) %s; memory %s.", iteration + 1, len(scored),

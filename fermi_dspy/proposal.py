@@ -11,9 +11,10 @@ from typing import Any
 import dspy
 
 from fermi_dspy.accounting import BudgetExhaustedError, UsageMeter
-from fermi_dspy.hygiene import rejection_reason
+from fermi_dspy.hygiene import instruction_before_structure, rejection_reason
 from fermi_dspy.memory import ScoredPrompt
 from fermi_dspy.parallel import parallel_map
+from fermi_dspy.repetition import without_loop
 
 logger = logging.getLogger(__name__)
 
@@ -164,28 +165,6 @@ def clean_proposal(text: Any, *, max_chars: int) -> str:
     return _truncate(without_loop(text), max_chars)
 
 
-#: Words in a row that, seen a second time, mark where a proposal started to loop.
-LOOP_WORDS = 6
-
-
-def without_loop(text: str, words: int = LOOP_WORDS) -> str:
-    """The proposal up to where it starts repeating itself, if it does.
-
-    Small proposers fall into loops until the token limit, e.g. (0.5B proposer, a real panelist) "In South, high
-    school graduate, white person, 65+, not married, conservative, not selected, Republican, less than $30,000,
-    conservative, not selected, Republican, less than $30,000, ...". The text is cut before the first run of `words`
-    words (compared without case and punctuation) that already occurred; text with no such run is unchanged.
-    """
-    spans = [(m.start(), re.sub(r"\W", "", m.group().lower())) for m in re.finditer(r"\S+", text)]
-    seen: set[tuple[str, ...]] = set()
-    for i in range(len(spans) - words + 1):
-        gram = tuple(word for _, word in spans[i : i + words])
-        if gram in seen:
-            return text[: spans[i][0]].rstrip(" \t\n,;:-")
-        seen.add(gram)
-    return text
-
-
 _SUBJECT = re.compile(r"^(?:this|the|a) person\b")
 
 
@@ -201,7 +180,8 @@ class Proposer:
     Each sample uses its own rollout id drawn from the seeded `rng` (a fresh, cache-distinct sample that replays
     from DSPy's cache on a re-run with the same seed). A proposal that failed, is empty, is not an instruction (see
     `fermi_dspy.hygiene`) or repeats an earlier prompt is rejected with a logged reason, counted in `rejected`, and
-    re-sampled once while `can_retry()` allows.
+    re-sampled once while `can_retry()` allows. A proposal that writes an instruction and then copies the meta-prompt's
+    structure keeps the instruction, if it is acceptable on its own (counted in `salvaged`, not re-sampled).
     """
 
     def __init__(
@@ -225,6 +205,7 @@ class Proposer:
         self.num_threads = num_threads
         self.max_prompt_chars = max_prompt_chars
         self.rejected: Counter[str] = Counter()
+        self.salvaged = 0
 
     @property
     def skipped(self) -> int:
@@ -247,6 +228,17 @@ class Proposer:
             logger.warning("Skipped a proposal the proposer LM failed to produce: %s: %s", type(exc).__name__, exc)
             return None, "failed"
         return clean_proposal(getattr(prediction, self.output_field, None), max_chars=self.max_prompt_chars), None
+
+    def _salvage(self, text: str, training_questions: Sequence[str], task: str) -> tuple[str, str | None]:
+        """A proposal that copies the meta-prompt's structure, cut to the instruction written before the copy: (the
+        instruction, None) if that part is acceptable on its own, else (the proposal, "meta_prompt_structure")."""
+        instruction = instruction_before_structure(text)
+        if instruction and rejection_reason(instruction, training_questions, task) is None:
+            self.salvaged += 1
+            logger.info("Kept the instruction before a copy of the meta-prompt's structure: %r (dropped %r)",
+                        _truncate(instruction, 160), _truncate(text[len(instruction):].strip(), 80))
+            return instruction, None
+        return text, "meta_prompt_structure"
 
     def _sample_many(self, count: int, fields: Mapping[str, str]) -> list[tuple[str | None, str | None]]:
         jobs = [(self.rng.randint(0, 10**9) if self.temperature > 0 else None, fields) for _ in range(count)]
@@ -279,6 +271,8 @@ class Proposer:
             pending = 0
             for text, failure in results:
                 reason = failure or rejection_reason(text or "", training_questions, fields.get("task", ""))
+                if reason == "meta_prompt_structure":
+                    text, reason = self._salvage(text or "", training_questions, fields.get("task", ""))
                 if reason is None:
                     key = prompt_key(text)
                     if key in seen:

@@ -22,6 +22,8 @@ class IterationRecord:
         proposals_skipped: Proposals rejected in this iteration, for any reason.
         proposals_rejected: Rejected proposals by reason (see `fermi_dspy.hygiene.REJECTION_REASONS`, and "failed"
             for a proposer call that produced nothing parseable).
+        proposals_salvaged: Proposals that went on to copy the meta-prompt's structure and were kept cut to the
+            instruction written before the copy.
     """
 
     iteration: int
@@ -29,6 +31,7 @@ class IterationRecord:
     memory_scores: tuple[float, ...]
     proposals_skipped: int = 0
     proposals_rejected: Mapping[str, int] = field(default_factory=dict)
+    proposals_salvaged: int = 0
 
     @property
     def best_score(self) -> float:
@@ -42,6 +45,7 @@ class IterationRecord:
             "best_score": self.best_score,
             "proposals_skipped": self.proposals_skipped,
             "proposals_rejected": dict(self.proposals_rejected),
+            "proposals_salvaged": self.proposals_salvaged,
         }
 
 
@@ -91,6 +95,11 @@ class FermiResult:
             total.update(record.proposals_rejected)
         return dict(total)
 
+    @property
+    def proposals_salvaged(self) -> int:
+        """Proposals kept cut to the instruction written before a copy of the meta-prompt's structure."""
+        return sum(record.proposals_salvaged for record in self.iterations)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "best_score": self.best_score,
@@ -99,6 +108,7 @@ class FermiResult:
             "num_demonstration_examples": self.num_demonstration_examples,
             "num_candidates_scored": self.num_candidates_scored,
             "proposals_rejected": self.proposals_rejected,
+            "proposals_salvaged": self.proposals_salvaged,
             "memory": [p.to_dict() for p in self.memory],
             "iterations": [r.to_dict() for r in self.iterations],
             "task_usage": self.task_usage.to_dict(),

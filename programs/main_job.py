@@ -244,7 +244,8 @@ def user_rows(run_dir: RunDir, user_ids: Sequence[str], methods: Sequence[str] =
             "test_calls": {m: scored[m]["test_calls"] for m in methods},
             "fermi": {**{key: result[key] for key in ("train_score", "stop_reason", "candidates_scored",
                                                        "prompts_kept")},
-                      "proposals_rejected": result.get("proposals_rejected", {})},
+                      "proposals_rejected": result.get("proposals_rejected", {}),
+                      "proposals_salvaged": result.get("proposals_salvaged", 0)},
             "fermi_compile_calls": {"task": result["calls"]["compile_task"],
                                     "proposer": result["calls"]["compile_proposer"]},
             "usage": saved["usage"],
@@ -356,7 +357,7 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any], method
 
     blocks = []
     for metric in metrics:
-        header = f"{'user':<28}" + "".join(f"{METHOD_LABELS[m]:>20}" for m in methods) + f"{'Fermi compile':>30}"
+        header = f"{'user':<28}" + "".join(f"{METHOD_LABELS[m]:>20}" for m in methods) + f"{'Fermi compile':>38}"
         lines = [header, "-" * len(header)]
         if len(metrics) > 1:
             better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
@@ -364,8 +365,9 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any], method
         for row in rows:
             calls = row["fermi_compile_calls"]["task"] + row["fermi_compile_calls"]["proposer"]
             rejected = sum(row["fermi"].get("proposals_rejected", {}).values())
+            salvaged = row["fermi"].get("proposals_salvaged", 0)
             lines.append(f"{row['user_id']:<28}" + "".join(f"{number(row[metric][m]):>20}" for m in methods)
-                         + f"{calls:>10} calls, {rejected:>2} rejected")
+                         + f"{calls:>10} calls, {rejected:>2} rejected, {salvaged:>2} cut")
         lines.append("-" * len(header))
         cells = []
         for method in methods:
@@ -431,6 +433,7 @@ def run_main_job(
         "methods": {m: METHOD_LABELS[m] for m in methods},
         "overall": overall,
         "proposals_rejected": dict(sum((Counter(r["fermi"].get("proposals_rejected", {})) for r in rows), Counter())),
+        "proposals_salvaged": sum(r["fermi"].get("proposals_salvaged", 0) for r in rows),
         "users": rows,
         "failures": [asdict(f) if dataclasses.is_dataclass(f) else f for f in summary.failures],
         "run_status": summary.status,

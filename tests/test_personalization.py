@@ -11,7 +11,7 @@ import dspy
 import pytest
 
 from fermi_dspy import Fermi, answer_accuracy, answer_probability
-from fermi_dspy.hygiene import REJECTION_REASONS, rejection_reason
+from fermi_dspy.hygiene import REJECTION_REASONS, instruction_before_structure, rejection_reason
 from fermi_dspy.metrics import normalize_metric_output
 from fermi_dspy.programs import OpinionQA
 from fermi_dspy.testing import LOGPROBS, rule_lm, shown_options
@@ -187,3 +187,48 @@ def test_rejected_proposals_are_resampled_and_counted():
     assert [c.prompt for c in result.iterations[0].candidates][1:] == ["This person supports guns.",
                                                                        "This person supports taxes."]
     assert set(result.proposals_rejected) <= set(REJECTION_REASONS)
+
+
+# An instruction followed by a copy of the meta-prompt's structure. The first is from the cold main job on user
+# 101224 (above); the other two were written by the 0.5B proposer for a synthetic profile and memory
+# (/tmp probe, 2026-12-01), on the real meta-prompt.
+INSTRUCTION_THEN_COPY = {
+    "This person is described as a professional in the entertainment industry, played by a single world leader. "
+    "Mis-aligned on 5 out of 8: shares E1, E2, E3, E4, E5 with the best prompt":
+        "This person is described as a professional in the entertainment industry, played by a single world leader.",
+    "This person is a conservative Republican from the South who distrusts institutions.\nMis-aligned: E0. question: "
+    "Do you think the government should do more to regulate banks?\nOptions: A. More B. Less C.":
+        "This person is a conservative Republican from the South who distrusts institutions.",
+    "This person is a conservative Republican from the South who distrusts institutions. Mis-aligned: E0. question: "
+    "Do you think the government should do more to regulate banks? options: A. More B. Less C.":
+        "This person is a conservative Republican from the South who distrusts institutions.",
+}
+
+
+@pytest.mark.parametrize("text", list(INSTRUCTION_THEN_COPY))
+def test_the_instruction_written_before_a_copy_of_the_meta_prompt_is_what_remains(text):
+    assert rejection_reason(text, TRAINING, TASK) == "meta_prompt_structure"
+    assert instruction_before_structure(text) == INSTRUCTION_THEN_COPY[text]
+    assert rejection_reason(INSTRUCTION_THEN_COPY[text], TRAINING, TASK) is None
+
+
+def test_a_copy_with_no_whole_sentence_before_it_leaves_nothing():
+    for text in DEGENERATE["meta_prompt_structure"][:4]:
+        assert instruction_before_structure(text) == ""
+    assert instruction_before_structure("This person, E4. question: Who?") == ""  # the copy began mid-sentence
+
+
+def test_a_proposal_that_goes_on_to_copy_the_meta_prompt_keeps_its_instruction_without_a_new_sample():
+    copy = "This person supports guns and unions.\nMis-aligned: E1. question: Do you support taxes? options: A. Yes"
+    proposals = iter([copy, "Answer. E2. question: Who?", "This person supports taxes."] * 5)
+    proposer = rule_lm(lambda s, u: {"new_prompt": next(proposals)}, model="rule/proposer")
+    data = topic_examples(["guns", "taxes", "unions", "nukes", "zoos"], supported={"guns", "taxes"})
+    program = Fermi(task_model=task_lm(), prompt_model=proposer, num_iterations=1, num_candidates=3, num_threads=1,
+                    display_progress=False).compile(OpinionQA(), trainset=data, profile={"A": "b"})
+    result = program.detailed_results
+    assert [c.prompt for c in result.iterations[0].candidates][1:] == ["This person supports guns and unions.",
+                                                                       "This person supports taxes."]
+    # "Answer." is too short to stand alone: that proposal is rejected and re-sampled; the first is not re-sampled.
+    assert result.proposals_rejected == {"meta_prompt_structure": 1}
+    assert result.proposals_salvaged == 1 and result.iterations[0].proposals_salvaged == 1
+    assert result.proposer_usage.calls == 3 and result.to_dict()["proposals_salvaged"] == 1

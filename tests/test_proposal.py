@@ -3,7 +3,8 @@
 import dspy
 
 from fermi_dspy.memory import PromptMemory, ScoredPrompt
-from fermi_dspy.proposal import clean_proposal, prompt_key, render_demonstrations, render_memory, without_loop
+from fermi_dspy.proposal import clean_proposal, prompt_key, render_demonstrations, render_memory
+from fermi_dspy.repetition import loop_start, without_loop
 from tests.scripted import topic_examples
 
 EXAMPLES = topic_examples([f"topic{i}" for i in range(8)], supported={"topic0", "topic1", "topic2"})
@@ -100,6 +101,16 @@ def test_a_looping_proposal_is_cut_where_it_starts_to_repeat():
         "Republican, less than $30,000, conservative, not selected, Republican, not selected")
     assert cleaned.count("less than $30,000") == 1
     assert without_loop("not selected, not selected, not selected, not selected, not selected") == "not selected"
+
+
+def test_the_loop_is_found_as_it_is_generated_where_the_whole_text_is_cut():
+    """The engine checks the text so far; the first prefix it stops at gives the same cut as the whole text."""
+    first = next(n for n in range(len(LOOPING) + 1) if loop_start(LOOPING[:n], complete_words_only=True) is not None)
+    assert first < len(LOOPING)
+    assert without_loop(LOOPING[:first]) == without_loop(LOOPING)
+    twice = "conservative, not selected, Republican, less than conservative, not selected, Republican, less than"
+    assert loop_start(twice, complete_words_only=True) is None  # the last "than" may still grow ("thank")
+    assert loop_start(twice + " ", complete_words_only=True) == loop_start(twice) == twice.index("than ") + 5
 
 
 def test_a_proposal_without_a_loop_is_unchanged():

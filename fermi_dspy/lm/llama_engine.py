@@ -75,6 +75,7 @@ from fermi_dspy.lm.grammar import (
     literal_choices,
     without_format_reminder,
 )
+from fermi_dspy.repetition import LOOP_WORDS, loop_start
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +192,9 @@ class LlamaCppEngine:
             again under the grammar.
         fast_choice: Answer a one-field ``Literal`` reply of single-token values from one forward pass (no
             generation, log-probabilities for free). False generates it under the grammar instead.
+        stop_loops: Stop a one-``str``-field reply (the fast-text path) as soon as it repeats a run of this many words
+            (see :mod:`fermi_dspy.repetition`): a small model that falls into a loop would otherwise generate until
+            ``max_tokens``. None never stops on a loop.
         llama_kwargs: Extra keyword arguments for ``llama_cpp.Llama``.
     """
 
@@ -215,6 +219,7 @@ class LlamaCppEngine:
         chat_text: str = "paragraph",
         fast_text: bool = True,
         fast_choice: bool = True,
+        stop_loops: int | None = LOOP_WORDS,
         llama_kwargs: dict[str, Any] | None = None,
     ):
         if chat_text not in TEXT_MODES:
@@ -224,6 +229,8 @@ class LlamaCppEngine:
                 f"Need n_ctx >= 256, n_threads >= 1, max_tokens >= 1 and slots >= 1; got {n_ctx}, {n_threads}, "
                 f"{max_tokens}, {slots}"
             )
+        if stop_loops is not None and stop_loops < 2:
+            raise ValueError(f"stop_loops must be None or at least 2 words, got {stop_loops}")
         self.model_path = str(model_path)
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -237,6 +244,7 @@ class LlamaCppEngine:
         self.chat_text = chat_text
         self.fast_text = fast_text
         self.fast_choice = fast_choice
+        self.stop_loops = stop_loops
         self.llama_kwargs = dict(llama_kwargs or {})
         self._init_runtime()
 
@@ -465,7 +473,8 @@ class LlamaCppEngine:
         if fast:
             mode = "text"
             stops = ["\n", "[["] if self.chat_text == "line" else ["\n\n", "[["]
-            out = llm.create_completion(prompt=tokens, stopping_criteria=rendered.stopping_criteria,
+            criteria = _with_loop_stop(rendered.stopping_criteria, llm, len(tokens), self.stop_loops)
+            out = llm.create_completion(prompt=tokens, stopping_criteria=criteria,
                                         **{**options, "grammar": None, "stop": options["stop"] + stops})
             generated += _usage(out, "completion_tokens")
             evaluated += len(tokens) - cached
@@ -621,6 +630,28 @@ class AsyncLlamaCppEngine:
 
     def __deepcopy__(self, memo: dict) -> "AsyncLlamaCppEngine":
         return self
+
+
+class _StopOnLoop:
+    """A llama.cpp stopping criterion: true once the generated text repeats a run of `words` words."""
+
+    def __init__(self, llm: Any, prompt_tokens: int, words: int):
+        self.llm, self.prompt_tokens, self.words = llm, prompt_tokens, words
+
+    def __call__(self, input_ids: Any, logits: Any) -> bool:
+        generated = input_ids[self.prompt_tokens :]
+        if len(generated) <= self.words:
+            return False
+        text = self.llm.detokenize([int(token) for token in generated]).decode("utf-8", errors="ignore")
+        return loop_start(text, self.words, complete_words_only=True) is not None
+
+
+def _with_loop_stop(criteria: Any, llm: Any, prompt_tokens: int, words: int | None) -> Any:
+    """The template's stopping criteria plus a stop on a loop (see `LlamaCppEngine`'s ``stop_loops``)."""
+    if words is None:
+        return criteria
+    llama_cpp = import_llama_cpp()
+    return llama_cpp.StoppingCriteriaList([*(criteria or []), _StopOnLoop(llm, prompt_tokens, words)])
 
 
 def _usage(out: dict[str, Any], key: str) -> int:

@@ -234,6 +234,7 @@ class FermiJob(UserJob):
             "n_demonstrations": compiled.num_demonstration_examples,
             "candidates_scored": compiled.num_candidates_scored,
             "proposals_rejected": dict(compiled.proposals_rejected),
+            "proposals_salvaged": compiled.proposals_salvaged,
             "prompts_kept": len(program.prompts),
             "best_prompt": program.prompts[0],
             **({"update": update} if update is not None else {}),

@@ -269,22 +269,26 @@ def render_markdown(report: BenchmarkReport) -> str:
 def rejections_section(report: BenchmarkReport) -> list[str]:
     """Lines of report.md on the proposals Fermi's hygiene rejected (not instructions), per method and reason."""
     totals: dict[str, Counter[str]] = {}
+    salvaged: Counter[str] = Counter()
     users: Counter[str] = Counter()
     for result in report.results:
         rejected = (result.details or {}).get("proposals_rejected")
         if result.status != "ok" or not isinstance(rejected, dict) or result.shared_compile:
             continue
         totals.setdefault(result.method, Counter()).update({k: int(v) for k, v in rejected.items()})
+        salvaged[result.method] += int((result.details or {}).get("proposals_salvaged") or 0)
         users[result.method] += 1
     if not totals:
         return []
     labels = {s.method: s.label for s in report.summaries}
     reasons = sorted({reason for counts in totals.values() for reason in counts})
+    columns = ["Method", "Users", "Total", *reasons, "Kept cut before a copy"]
     lines = ["", "## Proposals rejected (not instructions; re-sampled within the budget)", "",
-             "| Method | Users | Total | " + " | ".join(reasons) + " |", "|---|---|---|" + "---|" * len(reasons)]
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for method, counts in totals.items():
-        lines.append(f"| {labels.get(method, method)} | {users[method]} | {sum(counts.values())} | "
-                     + " | ".join(str(counts.get(r, 0)) for r in reasons) + " |")
+        cells = [labels.get(method, method), users[method], sum(counts.values()), *(counts.get(r, 0) for r in reasons),
+                 salvaged[method]]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 
 

@@ -413,3 +413,62 @@ def test_with_one_slot_alternating_families_re_evaluate_their_prefix(engine):
         task(question="question 2")
     assert {s.slot for s in stats} == {0}
     assert stats[-1].cached_tokens < 0.2 * stats[-1].prompt_tokens
+
+
+class FakeGeneratingLlama(FakeTemplatedLlama):
+    """Generates its reply one token (byte) at a time and asks the stopping criteria after each, as llama.cpp does."""
+
+    def detokenize(self, tokens: list[int]) -> bytes:
+        return bytes(tokens)
+
+    def create_completion(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        prompt, generated = list(kwargs["prompt"]), []
+        criteria = kwargs["stopping_criteria"]
+        finish = "length"
+        for token in self.reply.encode()[: kwargs["max_tokens"]]:
+            if criteria is not None and criteria(prompt + generated, None):
+                finish = "stop"
+                break
+            generated.append(token)
+        else:
+            finish = "stop" if len(self.reply.encode()) <= kwargs["max_tokens"] else "length"
+        return {"choices": [{"text": bytes(generated).decode(), "finish_reason": finish}],
+                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(generated)}}
+
+
+# The 0.5B proposer's loop on a real panelist (cold `fermi-dspy run`, 2026-12-01), as in tests/test_proposal.py.
+LOOP = ("In South, high school graduate, white person, 65+, not married, conservative, not selected, not selected, "
+        "Republican, less than $30,000, conservative, not selected, Republican, not selected, less than $30,000, "
+        "conservative, not selected, Republican, not selected, less than $30,000, conservative, not selected, ")
+
+
+def test_a_free_text_reply_stops_where_it_starts_to_loop_and_gives_the_same_proposal(engine):
+    pytest.importorskip("llama_cpp")
+    from fermi_dspy.proposal import clean_proposal
+
+    engine._llm = FakeGeneratingLlama(reply=LOOP * 3)
+    engine.max_tokens = 4096
+    lm = make_lm(engine)
+    with dspy.context(lm=lm):
+        stopped = dspy.Predict("question -> answer")(question="Describe the person.").answer
+    assert lm.history[-1]["usage"]["completion_tokens"] < len(LOOP)  # within the first round, not 4096 tokens
+    assert clean_proposal(stopped, max_chars=1500) == clean_proposal(LOOP * 3, max_chars=1500)
+
+    engine.stop_loops = None
+    with dspy.context(lm=lm):
+        assert dspy.Predict("question -> answer")(question="Describe the person.").answer == (LOOP * 3).strip()
+
+
+def test_a_reply_without_a_loop_is_generated_whole(engine):
+    pytest.importorskip("llama_cpp")
+    text = "This person answers as a Republican would about guns, and as a Republican would about taxes."
+    engine._llm = FakeGeneratingLlama(reply=text + "\n\n")
+    engine.max_tokens = 4096
+    with dspy.context(lm=make_lm(engine)):
+        assert dspy.Predict("question -> answer")(question="?").answer == text
+
+
+def test_stop_loops_must_be_a_run_of_at_least_two_words():
+    with pytest.raises(ValueError, match="stop_loops"):
+        LlamaCppEngine("/nonexistent/model.gguf", stop_loops=1)

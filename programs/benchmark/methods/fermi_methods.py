@@ -35,6 +35,7 @@ def fermi_details(result: FermiResult) -> dict[str, Any]:
         "fermi_counted_task_calls": result.task_usage.calls,
         "fermi_counted_proposer_calls": result.proposer_usage.calls,
         "proposals_rejected": result.proposals_rejected,
+        "proposals_salvaged": result.proposals_salvaged,
     }
 
 

@@ -34,7 +34,7 @@ from fermi_dspy.runs import (
 )
 from programs.benchmark.methods import JOBS, CannotRunError, MethodResult, UserTask, jobs_for
 from programs.benchmark.methods.base import not_run
-from programs.benchmark.provenance import describe_lm
+from programs.benchmark.provenance import describe_lm, read_invocations, record_invocation
 from programs.benchmark.report import BenchmarkReport, build_report
 from programs.benchmark.settings import BenchmarkSettings
 from programs.benchmark.users import BenchmarkUsers, benchmark_users
@@ -182,6 +182,7 @@ def run_benchmark(
     run_dir = RunDir(root)
     run_dir.write_json("settings.json", settings.to_dict())
     run_dir.write_json("splits.json", users.manifest)
+    record_invocation(root, command)
     summary = run_user_jobs(list(users.users), job, run_dir=root, **common)
     for failure in summary.failures:
         logger.warning("User %s failed, its methods are not in the report (re-run to retry): %s", failure.user_id,
@@ -195,5 +196,7 @@ def rebuild_report(out_dir: str | Path) -> BenchmarkReport:
     if not (root / "settings.json").exists():
         raise ValueError(f"{root} is not a benchmark run directory (no settings.json).")
     previous = json.loads((root / "report.json").read_text()) if (root / "report.json").exists() else {}
+    invocations = read_invocations(root)
+    command = previous.get("command") or (invocations[0]["command"] if invocations else None)
     return build_report(root, BenchmarkSettings.from_dict(json.loads((root / "settings.json").read_text())),
-                        BenchmarkUsers(json.loads((root / "splits.json").read_text())), command=previous.get("command"))
+                        BenchmarkUsers(json.loads((root / "splits.json").read_text())), command=command)

@@ -1,6 +1,8 @@
 """What produced a run: the LMs (without secrets), the machine, the software versions and the git commit."""
 
+import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -8,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import dspy
+
+from fermi_dspy.files import write_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,3 +64,21 @@ def describe_environment() -> dict[str, Any]:
         "llama_threads": os.environ.get("FERMI_DSPY_THREADS"),
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
+
+
+#: One record per `bench run` into a run directory: its command line and the commit that answered its users.
+INVOCATIONS = "invocations.json"
+
+
+def read_invocations(root: str | Path) -> list[dict[str, Any]]:
+    """The invocations recorded in a run directory, oldest first ([] for a run started before they were)."""
+    path = Path(root) / INVOCATIONS
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_invocation(root: str | Path, command: str | None) -> None:
+    """Record, before any user runs, which command and commit this invocation is: a report rendered later (e.g. of
+    a run that was stopped) names them rather than the commit it is rendered at."""
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    records = [*read_invocations(root), {"command": command, "git_commit": git_commit(), "started": started}]
+    write_atomic(Path(root) / INVOCATIONS, json.dumps(records, indent=2) + "\n")

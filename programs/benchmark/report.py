@@ -22,7 +22,7 @@ from programs.benchmark.budgets import describe_budgets
 from programs.benchmark.claims import claims
 from programs.benchmark.methods import MethodResult, method_spec
 from programs.benchmark.plot import plot_accuracy_vs_calls
-from programs.benchmark.provenance import describe_environment
+from programs.benchmark.provenance import describe_environment, read_invocations
 from programs.benchmark.settings import REFERENCE_METHOD, BenchmarkSettings
 from programs.benchmark.summary import MethodSummary, summarize
 from programs.benchmark.users import BenchmarkUsers
@@ -90,6 +90,12 @@ def _lms(root: Path, user_ids: Sequence[str]) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _produced_by(root: Path) -> list[str | None]:
+    """The distinct commits of the invocations that answered this run's users, in order."""
+    commits = [record.get("git_commit") for record in read_invocations(root)]
+    return list(dict.fromkeys(commits))
+
+
 def build_report(root: str | Path, settings: BenchmarkSettings, users: BenchmarkUsers, *, command: str | None = None,
                  seconds_this_invocation: float = 0.0) -> BenchmarkReport:
     """Summarize the results stored in `root` into a report and write it there (see `write_report`)."""
@@ -103,12 +109,22 @@ def build_report(root: str | Path, settings: BenchmarkSettings, users: Benchmark
                             dataset=settings.dataset),
         lms=_lms(root, users.user_ids),
         command=command,
-        environment=describe_environment(),
+        environment={**describe_environment(), "produced_by": _produced_by(root)},
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         seconds_this_invocation=seconds_this_invocation,
     )
     write_report(report, root)
     return report
+
+
+def _commits(report: BenchmarkReport) -> str:
+    produced = report.environment.get("produced_by") or []
+    rendered = report.environment.get("git_commit")
+    if not produced:
+        return f"git {rendered} (the commit that produced the results was not recorded)"
+    if produced == [rendered]:
+        return f"git {rendered}"
+    return f"results by git {', '.join(str(c) for c in produced)}; rendered at git {rendered}"
 
 
 def _ci(value: Any, *, signed: bool = False) -> str:
@@ -208,8 +224,8 @@ def render_markdown(report: BenchmarkReport) -> str:
         f", max_tokens {proposer.get('max_tokens')}; optimizers set their own sampling temperature)",
         f"- Fermi: T={settings.num_iterations}, K={settings.num_candidates}, L={settings.memory_size}, retrieval "
         f"N~={settings.fewshot_k}; seed {settings.seed}; users sampled: {settings.user_sample}",
-        f"- Finished (user, method) pairs: {done} of {expected}; written {report.created}; git "
-        f"{report.environment.get('git_commit')}; dspy {report.environment.get('dspy')}; "
+        f"- Finished (user, method) pairs: {done} of {expected}; written {report.created}; {_commits(report)}; "
+        f"dspy {report.environment.get('dspy')}; "
         f"{report.environment.get('cpus')} CPUs (1-min load average {report.environment.get('load_average_1m')} when "
         "the report was written: other processes share the CPUs, so wall times are indicative)",
         "",

@@ -81,3 +81,20 @@ def test_keep_programs_saves_each_compiled_program_apart_from_its_result(tmp_pat
     assert best["router"]["prompts"] == fermi["router"]["prompts"]
     assert "Answer as this person would" not in (user_dir / "fermi.json").read_text()  # results stay text-free
     assert "*.program.json" in (Path(__file__).parents[2] / ".gitignore").read_text().split()
+
+
+def test_a_report_rendered_later_names_the_command_and_commit_that_produced_the_results(tmp_path, small_settings,
+                                                                                       monkeypatch):
+    from programs.benchmark import job, provenance, report
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: "aaaa111")
+    run_benchmark(small_settings, tmp_path, command="fermi-dspy bench run --users 2", display_progress=False)
+    (tmp_path / "report.json").unlink()  # as for a run stopped before its end, which writes no report
+    invocations = json.loads((tmp_path / "invocations.json").read_text())
+    assert [(i["command"], i["git_commit"]) for i in invocations] == [("fermi-dspy bench run --users 2", "aaaa111")]
+
+    monkeypatch.setattr(report, "describe_environment", lambda: {"git_commit": "bbbb222"})
+    job.rebuild_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "`fermi-dspy bench run --users 2`" in markdown
+    assert "results by git aaaa111; rendered at git bbbb222" in markdown

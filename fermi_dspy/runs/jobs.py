@@ -106,6 +106,11 @@ class JobContext:
             when the user's input changed and the job updates changed users (`UserJob.updates_changed_users`).
         previous_files: That attempt's files named in `UserJob.previous_files` (name -> text; those it had).
         changed_input: The user's input changed since `previous` was computed (an update, not a `redo`).
+        checkpoint: What an earlier attempt at this user, stopped or failed before it finished, saved with
+            `save_checkpoint` for the same input ({} if nothing).
+        save_checkpoint: Saves a JSON-able state of the work finished so far (replacing the last one), durably, in
+            users/<id>/checkpoint.json: if this attempt is stopped, killed or fails, the next attempt gets it as
+            `checkpoint` and need not redo that work. The file goes when the user's result is committed.
     """
 
     task_lm: dspy.BaseLM
@@ -118,6 +123,8 @@ class JobContext:
     previous: dict[str, Any] | None = None
     previous_files: dict[str, str] = field(default_factory=dict)
     changed_input: bool = False
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    save_checkpoint: Callable[[dict[str, Any]], None] = field(default=lambda state: None)  # in memory: not kept
 
 
 @dataclass

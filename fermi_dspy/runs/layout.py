@@ -47,10 +47,11 @@ EVENTS = "events.jsonl"
 USERS = "users"
 RESULT = "result.json"
 FAILURE = "failure.json"
+CHECKPOINT = "checkpoint.json"
 LOCK = ".lock"
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_RESERVED_FILES = {RESULT, FAILURE, LEDGER}
+_RESERVED_FILES = {RESULT, FAILURE, LEDGER, CHECKPOINT}
 #: Statuses a result.json may hold (`fermi_dspy.runs.worker`'s statuses but "failed").
 _RESULT_STATUSES = ("done", "budget_limited", "unparseable")
 
@@ -210,6 +211,18 @@ class RunDir:
         problem = result_problem(data, user_id)
         return (None, problem) if problem else (data, None)
 
+    def checkpoint_path(self, user_id: str) -> Path:
+        """Where an unfinished attempt keeps the work it has finished (see `JobContext.save_checkpoint`)."""
+        return self.user_path(user_id) / CHECKPOINT
+
+    def read_checkpoint(self, user_id: str, input_sha256: str) -> dict[str, Any]:
+        """The state an interrupted or failed attempt saved for this user's current input ({} if none, or if it was
+        saved for another input)."""
+        saved = read_json(self.checkpoint_path(user_id))
+        if not isinstance(saved, dict) or saved.get("input_sha256") != input_sha256:
+            return {}
+        return saved.get("state") or {}
+
     def ledger_path(self, user_id: str) -> Path:
         """The user's call ledger (see `fermi_dspy.runs.ledger`)."""
         return self.user_path(user_id) / LEDGER
@@ -224,7 +237,8 @@ class RunDir:
         return data if isinstance(data, dict) and data.get("user_id") == user_id else None
 
     def commit_user(self, user_id: str, result: dict[str, Any], files: dict[str, str]) -> None:
-        """Write a finished user's files, then its result.json (the commit point), then drop any failure.json."""
+        """Write a finished user's files, then its result.json (the commit point), then drop any failure.json and
+        checkpoint.json."""
         folder = self.user_path(user_id)
         folder.mkdir(parents=True, exist_ok=True)
         for leftover in folder.glob(".*.tmp"):
@@ -235,6 +249,7 @@ class RunDir:
             write_atomic(folder / name, redact(text), durable=False)
         write_atomic(folder / RESULT, redact(to_json(result)))
         (folder / FAILURE).unlink(missing_ok=True)
+        (folder / CHECKPOINT).unlink(missing_ok=True)
         with contextlib.suppress(OSError):  # make the renames durable, where the platform can
             fd = os.open(folder, os.O_RDONLY)
             try:

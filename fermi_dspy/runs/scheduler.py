@@ -77,9 +77,12 @@ class Scheduler:
             return None, "its USD allotment is spent by earlier failed attempts", None
         attempt = item.attempts_before + 1  # the ledger and item.failure are updated after each attempt
         ledger = self.run_dir.ledger_path(item.user.user_id).resolve()
+        uid = item.user.user_id
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
                         calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"),
-                        self._previous_files(item), item.changed_input)
+                        self._previous_files(item), item.changed_input,
+                        self.run_dir.read_checkpoint(uid, item.user.fingerprint()),
+                        str(self.run_dir.checkpoint_path(uid).resolve()))
         return task, "", cost_cap
 
     def _previous_files(self, item: PlannedUser) -> dict[str, str]:

@@ -13,12 +13,15 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dspy
 
 from fermi_dspy.accounting import LMUsage, UsageMeter
+from fermi_dspy.files import to_json, write_atomic
 from fermi_dspy.runs.errors import UserAbortError
 from fermi_dspy.runs.guard import ReplyParses, guard_lm
 from fermi_dspy.runs.jobs import JobContext, UserData, UserJob
@@ -51,6 +54,8 @@ class UserTask:
             of a user whose input changed).
         previous_files: The earlier attempt's files the job asked for (`UserJob.previous_files`).
         changed_input: The user's input changed since `previous` (an update).
+        checkpoint: What an earlier unfinished attempt saved for the user's current input (`JobContext.checkpoint`).
+        checkpoint_path: Where this attempt saves its checkpoint (users/<dir>/checkpoint.json), or None to keep none.
     """
 
     user: UserData
@@ -66,6 +71,8 @@ class UserTask:
     previous: dict[str, Any] | None = None
     previous_files: dict[str, str] = field(default_factory=dict)
     changed_input: bool = False
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+    checkpoint_path: str | None = None
 
 
 @dataclass
@@ -125,6 +132,18 @@ def _prepare_process() -> None:
             _process_ready = True
 
 
+def _checkpoint_writer(task: UserTask) -> Callable[[dict[str, Any]], None]:
+    """`JobContext.save_checkpoint` for this attempt: an atomic, durable write tagged with the user's input hash."""
+    if task.checkpoint_path is None:
+        return lambda state: None
+    path, input_sha256 = Path(task.checkpoint_path), task.user.fingerprint()
+
+    def save(state: dict[str, Any]) -> None:
+        write_atomic(path, redact(to_json({"input_sha256": input_sha256, "attempt": task.attempt, "state": state})))
+
+    return save
+
+
 def run_task(task: UserTask) -> TaskOutcome:
     """Run one user's job and report the outcome (see the module docstring)."""
     _prepare_process()
@@ -154,7 +173,8 @@ def _run(task: UserTask, meter: UsageMeter, parses: ReplyParses) -> TaskOutcome:
         context = JobContext(task_lm=task_lm, proposer_lm=proposer_lm, max_calls=task.max_calls,
                              max_cost=task.max_cost, seed=task.seed, num_threads=task.num_threads, usage=meter.usage,
                              previous=task.previous,
-                             previous_files=task.previous_files, changed_input=task.changed_input)
+                             previous_files=task.previous_files, changed_input=task.changed_input,
+                             checkpoint=dict(task.checkpoint), save_checkpoint=_checkpoint_writer(task))
         with dspy.context(lm=task_lm, callbacks=[*dspy.settings.callbacks, parses]):
             output = task.job.run(task.user, context)
     except UserAbortError as exc:

@@ -98,6 +98,17 @@ class BenchmarkJob(UserJob):
     def redo(self, result: Mapping[str, Any]) -> bool:
         return bool(self._todo(result))
 
+    def _restored(self, user: UserData,
+                  checkpoint: Mapping[str, Any]) -> tuple[dict[str, MethodResult], dict[str, str]]:
+        """The methods an unfinished earlier attempt finished (ok or cannot_run), and their saved programs."""
+        results = {m: MethodResult.from_dict(data) for m, data in (checkpoint.get("methods") or {}).items()
+                   if m in self.settings.ordered_methods and data.get("status") in FINAL_STATUSES}
+        if results:
+            logger.info("User %s: %d method(s) kept from an unfinished attempt: %s", user.user_id, len(results),
+                        ", ".join(results))
+        programs = {m: text for m, text in (checkpoint.get("programs") or {}).items() if m in results}
+        return results, programs
+
     def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
         """Fermi's estimate scaled to the methods (DSPy's optimizers are configured to about Fermi's budget)."""
         fermi, methods = self._fermi.estimate(user, seed=seed), self.settings.ordered_methods
@@ -110,20 +121,23 @@ class BenchmarkJob(UserJob):
 
     def run(self, user: UserData, context: JobContext) -> JobOutput:
         task = UserTask(user, self.settings, context, self.student)
-        results: dict[str, MethodResult] = {}
-        for job, methods in jobs_for(self._todo(context.previous)).items():
+        results, programs = self._restored(user, context.checkpoint)
+        todo = tuple(m for m in self._todo(context.previous) if m not in results)
+        for job, methods in jobs_for(todo).items():
             for method, result in run_job(job, task, methods).items():
                 results[method] = result
+                if self.keep_programs and result.program is not None:
+                    programs[method] = to_json(result.program.dump_state())
                 logger.info("User %s %-16s %s acc=%s calls=%d (%.0f s)", user.user_id, method, result.status,
                             "-" if result.accuracy is None else f"{result.accuracy:.3f}", result.total_calls,
                             result.seconds)
+            # A stop or kill from here on loses none of the methods finished so far: the next attempt skips them.
+            context.save_checkpoint({"methods": {m: r.to_dict() for m, r in results.items()}, "programs": programs})
         methods = {**(context.previous or {}).get("methods", {}),
                    **{m: {"status": r.status, "accuracy": r.accuracy} for m, r in results.items()}}
         lms = {"task": describe_lm(context.task_lm), "proposer": describe_lm(context.proposer_lm)}
         files = {f"{m}.json": to_json(r.to_dict()) for m, r in results.items()}
-        if self.keep_programs:
-            files.update({f"{m}.program.json": to_json(r.program.dump_state()) for m, r in results.items()
-                          if r.program is not None})
+        files.update({f"{m}.program.json": text for m, text in programs.items()})
         return JobOutput({"methods": methods, "lms": lms}, files,
                          budget_limited=any(r.reason.startswith("BudgetExhaustedError") for r in results.values()))
 

@@ -98,3 +98,35 @@ def test_a_report_rendered_later_names_the_command_and_commit_that_produced_the_
     markdown = (tmp_path / "report.md").read_text()
     assert "`fermi-dspy bench run --users 2`" in markdown
     assert "results by git aaaa111; rendered at git bbbb222" in markdown
+
+
+def test_a_user_stopped_partway_keeps_its_finished_methods_and_runs_only_the_rest(tmp_path, small_settings, engines,
+                                                                                  monkeypatch):
+    from fermi_dspy.runs.errors import UserAbortError
+    from programs.benchmark.methods import JOBS
+    from tests.benchmark.conftest import calls
+
+    methods = ("floor", "zero_shot", "profile_prompt", "opro", "fermi", "fermi_best")
+    settings = small_settings.__class__(**{**small_settings.to_dict(), "users": 1, "methods": methods})
+    real_fermi = JOBS["fermi"]
+
+    def broken(task):
+        raise UserAbortError("the endpoint went away", "APIConnectionError")
+
+    monkeypatch.setitem(JOBS, "fermi", broken)
+    run_benchmark(settings, tmp_path, display_progress=False)
+    user_dir = next((tmp_path / "users").iterdir())
+    assert not (user_dir / "result.json").exists()
+    kept = json.loads((user_dir / "checkpoint.json").read_text())["state"]["methods"]
+    assert set(kept) == {"floor", "zero_shot", "profile_prompt", "opro"}
+
+    monkeypatch.setitem(JOBS, "fermi", real_fermi)
+    before = calls(engines)
+    report = run_benchmark(settings, tmp_path, display_progress=False)
+    results = {r.method: r for r in report.results}
+    assert set(results) == set(methods) and all(r.status == "ok" for r in results.values())
+    # Only Fermi's compile and the two Fermi methods' test answers were asked for again.
+    fermi_calls = results["fermi"].total_calls + results["fermi_best"].test.usage.calls
+    assert calls(engines) - before == fermi_calls
+    assert results["opro"].to_dict() == kept["opro"]  # the stopped attempt's result, as it was
+    assert not (user_dir / "checkpoint.json").exists()

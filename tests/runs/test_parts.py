@@ -179,3 +179,63 @@ def test_a_custom_job_runs_in_the_same_engine(tmp_path):
     assert result["job"] == "counting" and result["result"]["answers"] == ["No", "No"]
     assert (tmp_path / "run" / "users" / "user-0" / "answers.txt").read_text() == "No\nNo"
     assert Path(tmp_path / "run" / "manifest.json").exists()
+
+
+class CheckpointingJob(UserJob):
+    """Answers the train examples one by one, saving a checkpoint after each; can be told to fail after some."""
+
+    name = "checkpointing"
+
+    def __init__(self, fail_after: int | None = None) -> None:
+        self.fail_after = fail_after
+        self.seen_checkpoints: list[dict] = []
+
+    def describe(self) -> dict:
+        return {"name": self.name}
+
+    def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
+        return WorkEstimate(calls_max=len(user.train), min_calls=1, task_calls=len(user.train))
+
+    def run(self, user: UserData, context) -> JobOutput:
+        self.seen_checkpoints.append(dict(context.checkpoint))
+        answers = list(context.checkpoint.get("answers", []))
+        predict = dspy.Predict("question -> answer")
+        for example in user.train[len(answers):]:
+            if self.fail_after is not None and len(answers) == self.fail_after:
+                raise RuntimeError("the machine went away")
+            with dspy.context(lm=context.task_lm):
+                answers.append(predict(question=example.question).answer)
+            context.save_checkpoint({"answers": answers})
+        return JobOutput({"answers": answers, "calls": context.usage().calls})
+
+
+def _checkpoint_users(answer: str = "No") -> list[UserData]:
+    examples = [dspy.Example(question=f"[u0] Question {i}?", answer=answer).with_inputs("question") for i in range(4)]
+    return [UserData("user-0", examples)]
+
+
+def test_an_attempt_that_fails_partway_leaves_its_finished_work_to_the_next_attempt(tmp_path):
+    run = tmp_path / "run"
+    settings = RunSettings(display_progress=False)
+    failing = CheckpointingJob(fail_after=3)
+    assert run_user_jobs(_checkpoint_users(), failing, run_dir=run, task_lm=lms.TASK, settings=settings).failed == 1
+    saved = json.loads((run / "users" / "user-0" / "checkpoint.json").read_text())
+    assert saved["state"] == {"answers": ["No", "No", "No"]} and saved["attempt"] == 1
+
+    resumed = CheckpointingJob()
+    assert run_user_jobs(_checkpoint_users(), resumed, run_dir=run, task_lm=lms.TASK, settings=settings).done == 1
+    assert resumed.seen_checkpoints == [{"answers": ["No", "No", "No"]}]
+    result = json.loads((run / "users" / "user-0" / "result.json").read_text())["result"]
+    assert result == {"answers": ["No"] * 4, "calls": 1}  # only the question the failed attempt had not answered
+    assert not (run / "users" / "user-0" / "checkpoint.json").exists()  # gone with the commit
+
+
+def test_a_checkpoint_saved_for_other_input_is_not_used(tmp_path):
+    run = tmp_path / "run"
+    settings = RunSettings(display_progress=False)
+    run_user_jobs(_checkpoint_users(), CheckpointingJob(fail_after=2), run_dir=run, task_lm=lms.TASK,
+                  settings=settings)
+    changed = CheckpointingJob()
+    run_user_jobs(_checkpoint_users(answer="Yes"), changed, run_dir=run, task_lm=lms.TASK,
+                  settings=settings)
+    assert changed.seen_checkpoints == [{}]

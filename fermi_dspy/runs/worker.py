@@ -133,8 +133,9 @@ def _prepare_process() -> None:
 
 
 def _checkpoint_writer(task: UserTask) -> Callable[[dict[str, Any]], None]:
-    """`JobContext.save_checkpoint` for this attempt: an atomic, durable write tagged with the user's input hash."""
-    if task.checkpoint_path is None:
+    """`JobContext.save_checkpoint` for this attempt: an atomic, durable write tagged with the user's input hash (none
+    where the user's folder is not reachable, e.g. a Ray worker on a machine that does not see the run directory)."""
+    if task.checkpoint_path is None or not Path(task.checkpoint_path).parent.is_dir():
         return lambda state: None
     path, input_sha256 = Path(task.checkpoint_path), task.user.fingerprint()
 

@@ -51,7 +51,8 @@ def instruction_before_structure(text: str) -> str:
     start = structure_start(text)
     if start is None:
         return text
-    ends = [match.end() for match in _SENTENCE_END.finditer(text, 0, start)]
+    # Searched in the whole text: the whitespace after a sentence's full stop may be where the copy's match begins.
+    ends = [match.end() for match in _SENTENCE_END.finditer(text) if match.end() <= start]
     return text[: ends[-1]].strip() if ends else ""
 
 

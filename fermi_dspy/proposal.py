@@ -153,16 +153,21 @@ _WRAPPERS = [("[", "]"), ('"', '"'), ("'", "'"), ("```", "```")]
 
 
 def clean_proposal(text: Any, *, max_chars: int) -> str:
-    """Strip wrappers the proposer may add ("[...]", quotes, code fences, a 'New prompt:' label)."""
+    """Cut a proposal where it starts to loop, and strip wrappers the proposer may add ("[...]", quotes, code fences,
+    a 'New prompt:' label). The cut comes first, so a proposal whose generation was stopped at its loop (the local
+    engine's ``stop_loops``) is cleaned to the same text as the whole proposal; a wrapper whose closing half was cut
+    off (or never generated) goes too."""
     if not isinstance(text, str):
         return ""
-    text = text.strip()
+    text = without_loop(text.strip())
     text = re.sub(r"^(new\s+)?(prompt|instruction)\s*:\s*", "", text, flags=re.IGNORECASE)
     for left, right in _WRAPPERS:
         if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
             text = text[len(left) : -len(right)].strip()
+        elif text.startswith(left) and right not in text[len(left) :]:
+            text = text[len(left) :].strip()
     text = text.replace(PROMPT_SLOT, "").strip()
-    return _truncate(without_loop(text), max_chars)
+    return _truncate(text, max_chars)
 
 
 _SUBJECT = re.compile(r"^(?:this|the|a) person\b")
@@ -229,14 +234,16 @@ class Proposer:
             return None, "failed"
         return clean_proposal(getattr(prediction, self.output_field, None), max_chars=self.max_prompt_chars), None
 
-    def _salvage(self, text: str, training_questions: Sequence[str], task: str) -> tuple[str, str | None]:
-        """A proposal that copies the meta-prompt's structure, cut to the instruction written before the copy: (the
-        instruction, None) if that part is acceptable on its own, else (the proposal, "meta_prompt_structure")."""
+    @staticmethod
+    def _salvage(text: str, training_questions: Sequence[str], task: str) -> tuple[str, str | None]:
+        """Cut a proposal that copies the meta-prompt's structure to the instruction written before the copy.
+
+        Returns:
+            (the instruction, None) if that part is acceptable on its own, else (the proposal,
+            "meta_prompt_structure").
+        """
         instruction = instruction_before_structure(text)
         if instruction and rejection_reason(instruction, training_questions, task) is None:
-            self.salvaged += 1
-            logger.info("Kept the instruction before a copy of the meta-prompt's structure: %r (dropped %r)",
-                        _truncate(instruction, 160), _truncate(text[len(instruction):].strip(), 80))
             return instruction, None
         return text, "meta_prompt_structure"
 
@@ -271,8 +278,9 @@ class Proposer:
             pending = 0
             for text, failure in results:
                 reason = failure or rejection_reason(text or "", training_questions, fields.get("task", ""))
-                if reason == "meta_prompt_structure":
-                    text, reason = self._salvage(text or "", training_questions, fields.get("task", ""))
+                copied = text if reason == "meta_prompt_structure" else None
+                if copied is not None:
+                    text, reason = self._salvage(copied, training_questions, fields.get("task", ""))
                 if reason is None:
                     key = prompt_key(text)
                     if key in seen:
@@ -280,6 +288,10 @@ class Proposer:
                     else:
                         seen.add(key)
                         proposals.append(text)
+                        if copied is not None:
+                            self.salvaged += 1
+                            logger.info("Kept the instruction before a copy of the meta-prompt's structure: %r "
+                                        "(dropped %r)", _truncate(text, 160), _truncate(copied[len(text):].strip(), 80))
                         continue
                 if reason == "budget":
                     continue

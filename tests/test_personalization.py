@@ -190,8 +190,8 @@ def test_rejected_proposals_are_resampled_and_counted():
 
 
 # An instruction followed by a copy of the meta-prompt's structure. The first is from the cold main job on user
-# 101224 (above); the other two were written by the 0.5B proposer for a synthetic profile and memory
-# (/tmp probe, 2026-12-01), on the real meta-prompt.
+# 101224 (above); the other two were written by the 0.5B proposer, on the real meta-prompt, for a synthetic profile
+# and memory (a probe of proposer timing, 2026-12-01).
 INSTRUCTION_THEN_COPY = {
     "This person is described as a professional in the entertainment industry, played by a single world leader. "
     "Mis-aligned on 5 out of 8: shares E1, E2, E3, E4, E5 with the best prompt":
@@ -203,6 +203,15 @@ INSTRUCTION_THEN_COPY = {
     "Do you think the government should do more to regulate banks? options: A. More B. Less C.":
         "This person is a conservative Republican from the South who distrusts institutions.",
 }
+
+
+# Constructed (review of the rule): the copy's label right after a full stop, on the same line or the next.
+INSTRUCTION_THEN_COPY.update({
+    "This person is a conservative Republican who distrusts institutions. E4. question: Do you trust banks?":
+        "This person is a conservative Republican who distrusts institutions.",
+    "This person is a conservative Republican. She distrusts all big institutions.\nE4. question: Who?":
+        "This person is a conservative Republican. She distrusts all big institutions.",
+})
 
 
 @pytest.mark.parametrize("text", list(INSTRUCTION_THEN_COPY))
@@ -232,3 +241,15 @@ def test_a_proposal_that_goes_on_to_copy_the_meta_prompt_keeps_its_instruction_w
     assert result.proposals_rejected == {"meta_prompt_structure": 1}
     assert result.proposals_salvaged == 1 and result.iterations[0].proposals_salvaged == 1
     assert result.proposer_usage.calls == 3 and result.to_dict()["proposals_salvaged"] == 1
+
+
+def test_a_kept_instruction_that_repeats_an_earlier_prompt_counts_as_a_duplicate_only():
+    copy = "This person supports guns and unions.\nMis-aligned: E1. question: Do you support taxes? options: A. Yes"
+    proposals = iter([copy, copy, "This person supports taxes."] * 5)
+    proposer = rule_lm(lambda s, u: {"new_prompt": next(proposals)}, model="rule/proposer")
+    data = topic_examples(["guns", "taxes", "unions", "nukes", "zoos"], supported={"guns", "taxes"})
+    result = Fermi(task_model=task_lm(), prompt_model=proposer, num_iterations=1, num_candidates=3, num_threads=1,
+                   display_progress=False).compile(OpinionQA(), trainset=data, profile={"A": "b"}).detailed_results
+    assert [c.prompt for c in result.iterations[0].candidates][1:] == ["This person supports guns and unions.",
+                                                                       "This person supports taxes."]
+    assert result.proposals_rejected == {"duplicate": 1} and result.proposals_salvaged == 1

@@ -113,6 +113,16 @@ def test_the_loop_is_found_as_it_is_generated_where_the_whole_text_is_cut():
     assert loop_start(twice + " ", complete_words_only=True) == loop_start(twice) == twice.index("than ") + 5
 
 
+def test_a_quoted_proposal_stopped_at_its_loop_is_cleaned_like_the_whole_one():
+    """The stopped text lacks the closing quote; the cut comes before the wrappers are stripped, so both agree."""
+    whole = ('"This person is a conservative Republican voter. This person is a conservative Republican voter from '
+             'Texas."')
+    stopped = next(whole[:n] for n in range(len(whole)) if loop_start(whole[:n], complete_words_only=True) is not None)
+    assert clean_proposal(stopped, max_chars=1500) == clean_proposal(whole, max_chars=1500) == (
+        "This person is a conservative Republican voter.")
+    assert clean_proposal('"Pro-life" people are this person\'s allies.', max_chars=1500).startswith('"Pro-life"')
+
+
 def test_a_proposal_without_a_loop_is_unchanged():
     profile_prompt = ("A person can be described as follows:\n- Region: West\n- Age: 50-64\n- Sex: Female\n"
                       "Answer every question exactly as this person would.")

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fermi_dspy.lm.errors import LMSpecError
-from fermi_dspy.lm.llama_engine import AsyncLlamaCppEngine, LlamaCppEngine, import_llama_cpp
+from fermi_dspy.lm.llama_engine import AsyncLlamaCppEngine, LlamaCppEngine, LoopStoppingEngine, import_llama_cpp
 from fermi_dspy.lm.models import DEFAULT_MODEL, MODELS, model_alias, resolve_model
 from fermi_dspy.lm.server import LlamaServer, server_lm
+from fermi_dspy.repetition import LOOP_WORDS
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,13 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
     "task": {"temperature": 0.0, "max_tokens": 256},
     "proposer": {"temperature": 0.7, "max_tokens": 192},
 }
+
+
+def role_stop_loops(role: str, route: str) -> int | None:
+    """The loop stop of a local LM for `role`: the proposer's proposals are cut where they start to loop
+    (`fermi_dspy.repetition`), so its in-process engine stops generating there; task replies are never cut."""
+    return LOOP_WORDS if role == "proposer" and route == "inprocess" else None
+
 
 _SHARED_LOCK = threading.Lock()
 _ENGINES: dict[tuple, LlamaCppEngine] = {}
@@ -168,6 +176,7 @@ def local_lm(
     max_tokens: int = 512,
     temperature: float = 0.0,
     cache: bool = True,
+    stop_loops: int | None = None,
     **engine_kwargs: Any,
 ) -> Any:
     """A ``dspy.LM`` for an embedded model or a local GGUF file, with no API key and no network.
@@ -183,6 +192,8 @@ def local_lm(
         max_tokens: Completion budget per call.
         temperature: Sampling temperature (0 = greedy).
         cache: Use DSPy's response cache.
+        stop_loops: Stop a free-text reply as soon as it repeats a run of this many words (in-process route; the
+            engine is still shared, see :class:`~fermi_dspy.lm.llama_engine.LoopStoppingEngine`). None: never.
         **engine_kwargs: More :class:`~fermi_dspy.lm.llama_engine.LlamaCppEngine` options (in-process route only),
             e.g. ``prefix_cache=False`` or ``chat_text="line"``.
 
@@ -202,11 +213,14 @@ def local_lm(
     path = resolve_model(model)
     alias = model_alias(model)
     if route == "server":
-        if engine_kwargs:
-            raise LMSpecError(f"{sorted(engine_kwargs)} apply to the in-process route only.")
+        if engine_kwargs or stop_loops is not None:
+            named = sorted(engine_kwargs) + (["stop_loops"] if stop_loops is not None else [])
+            raise LMSpecError(f"{named} apply to the in-process route only.")
         server = _shared_server(path, alias, n_ctx, n_threads)
         return server_lm(server, max_tokens=max_tokens, temperature=temperature, cache=cache)
     engine = _shared_engine(path, n_ctx, n_threads, engine_kwargs)
+    if stop_loops is not None:
+        engine = LoopStoppingEngine(engine, stop_loops)
     return dspy.LM(f"local/{alias}", engine=engine, async_engine=AsyncLlamaCppEngine(engine), max_tokens=max_tokens,
                    temperature=temperature, cache=cache, num_retries=0)
 
@@ -266,7 +280,8 @@ def build_lm(
             # One command line may pair a local task LM with a remote proposer; the remote settings are not for us.
             logger.info("api_base/api_key are ignored for the local %s model %s", role, parsed.model)
         logger.info("%s LM: local model %s (%s route)", role, parsed.model, route)
-        return local_lm(parsed.model, route=route, max_tokens=max_tokens, temperature=temperature, cache=cache)
+        return local_lm(parsed.model, route=route, max_tokens=max_tokens, temperature=temperature, cache=cache,
+                        stop_loops=role_stop_loops(role, route))
 
     kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "cache": cache}
     if api_base:

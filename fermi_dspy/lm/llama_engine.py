@@ -194,7 +194,8 @@ class LlamaCppEngine:
             generation, log-probabilities for free). False generates it under the grammar instead.
         stop_loops: Stop a one-``str``-field reply (the fast-text path) as soon as it repeats a run of this many words
             (see :mod:`fermi_dspy.repetition`): a small model that falls into a loop would otherwise generate until
-            ``max_tokens``. None never stops on a loop.
+            ``max_tokens``. None (default) never stops on a loop; :class:`LoopStoppingEngine` turns it on for one
+            LM (the proposer's) while sharing the engine.
         llama_kwargs: Extra keyword arguments for ``llama_cpp.Llama``.
     """
 
@@ -219,7 +220,7 @@ class LlamaCppEngine:
         chat_text: str = "paragraph",
         fast_text: bool = True,
         fast_choice: bool = True,
-        stop_loops: int | None = LOOP_WORDS,
+        stop_loops: int | None = None,
         llama_kwargs: dict[str, Any] | None = None,
     ):
         if chat_text not in TEXT_MODES:
@@ -354,6 +355,10 @@ class LlamaCppEngine:
         Returns:
             The reply with the real token usage reported by llama.cpp (``cache_read_tokens``: prompt tokens reused).
         """
+        return self.complete_with(request, stop_loops=self.stop_loops)
+
+    def complete_with(self, request: Request, *, stop_loops: int | None) -> Response:
+        """:meth:`complete` with the loop stop given for this call (see ``stop_loops``)."""
         messages = _to_chat_messages(request)
         config = request.config
         try:
@@ -384,7 +389,7 @@ class LlamaCppEngine:
                     prefill = ""
                 else:
                     out, stats, prefill = self._complete_templated(formatter, messages, wants_json, schema, fields,
-                                                                   options, config.logprobs)
+                                                                   options, config.logprobs, stop_loops)
             except ValueError as exc:
                 if "exceed context window" in str(exc):
                     raise ContextLengthError(
@@ -435,7 +440,7 @@ class LlamaCppEngine:
 
     def _complete_templated(
         self, formatter: Any, messages: list[dict[str, str]], wants_json: bool, schema: Any,
-        fields: list[OutputField] | None, options: dict[str, Any], logprobs: int | None,
+        fields: list[OutputField] | None, options: dict[str, Any], logprobs: int | None, stop_loops: int | None,
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Render with the model's chat template, pick a KV slot, and answer in the cheapest valid way."""
         # With the chat template at hand, the first ChatAdapter header is appended to the prompt: it is evaluated with
@@ -473,7 +478,7 @@ class LlamaCppEngine:
         if fast:
             mode = "text"
             stops = ["\n", "[["] if self.chat_text == "line" else ["\n\n", "[["]
-            criteria = _with_loop_stop(rendered.stopping_criteria, llm, len(tokens), self.stop_loops)
+            criteria = _with_loop_stop(rendered.stopping_criteria, llm, len(tokens), stop_loops)
             out = llm.create_completion(prompt=tokens, stopping_criteria=criteria,
                                         **{**options, "grammar": None, "stop": options["stop"] + stops})
             generated += _usage(out, "completion_tokens")
@@ -612,7 +617,7 @@ class AsyncLlamaCppEngine:
         engine: The :class:`LlamaCppEngine` doing the work (and holding the lock).
     """
 
-    def __init__(self, engine: LlamaCppEngine):
+    def __init__(self, engine: "LlamaCppEngine | LoopStoppingEngine"):
         self.engine = engine
 
     async def complete(self, request: Request) -> Response:
@@ -630,6 +635,56 @@ class AsyncLlamaCppEngine:
 
     def __deepcopy__(self, memo: dict) -> "AsyncLlamaCppEngine":
         return self
+
+
+class LoopStoppingEngine:
+    """A :class:`LlamaCppEngine` (the same model, KV slots, lock and listeners) whose free-text replies stop where they
+    start to loop: for the LM that writes instructions, whose proposals are cut there anyway
+    (:func:`fermi_dspy.repetition.without_loop`), so the rest of a loop is never generated.
+
+    Args:
+        engine: The shared engine.
+        words: The run of words that, repeated, marks a loop.
+    """
+
+    supports_response_schema = LlamaCppEngine.supports_response_schema
+    supports_function_calling = LlamaCppEngine.supports_function_calling
+    supports_reasoning = LlamaCppEngine.supports_reasoning
+    supported_params = LlamaCppEngine.supported_params
+
+    def __init__(self, engine: LlamaCppEngine, words: int = LOOP_WORDS):
+        if words < 2:
+            raise ValueError(f"words must be at least 2, got {words}")
+        self.engine, self.words = engine, words
+
+    def complete(self, request: Request) -> Response:
+        """:meth:`LlamaCppEngine.complete`, stopping a free-text reply at its loop."""
+        return self.engine.complete_with(request, stop_loops=self.words)
+
+    def stream(self, request: Request) -> Any:
+        """Streaming is not supported by this engine."""
+        return self.engine.stream(request)
+
+    def close(self) -> None:
+        """Close the shared engine."""
+        self.engine.close()
+
+    def __getattr__(self, name: str) -> Any:  # listeners, slots, settings: the shared engine's
+        if name == "engine":
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    def __deepcopy__(self, memo: dict) -> "LoopStoppingEngine":
+        return self
+
+    def dump_state(self) -> dict[str, Any]:
+        """JSON-safe settings (see :meth:`LlamaCppEngine.dump_state`)."""
+        return {"engine": self.engine.dump_state(), "words": self.words}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> "LoopStoppingEngine":
+        """Rebuild from :meth:`dump_state`."""
+        return cls(LlamaCppEngine.load_state(state["engine"]), state.get("words", LOOP_WORDS))
 
 
 class _StopOnLoop:

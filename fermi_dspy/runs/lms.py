@@ -239,7 +239,7 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
     if config.is_factory:
         return _factory_lm(config.spec, role)
     if config.local_threads is not None:
-        from fermi_dspy.lm.config import ROLE_DEFAULTS, local_lm, resolve_spec
+        from fermi_dspy.lm.config import ROLE_DEFAULTS, local_lm, resolve_spec, role_stop_loops
 
         parsed = resolve_spec(config.spec, role=role, local_model=config.local_model)
         if parsed.kind == "local":
@@ -248,6 +248,7 @@ def build_role_lm(config: LMConfig, role: Role) -> dspy.BaseLM:
                 parsed.model, route=config.route, n_threads=config.local_threads, cache=config.cache,
                 max_tokens=defaults["max_tokens"] if config.max_tokens is None else config.max_tokens,
                 temperature=defaults["temperature"] if config.temperature is None else config.temperature,
+                stop_loops=role_stop_loops(role, config.route),
             )
     from fermi_dspy.lm import build_lm
 

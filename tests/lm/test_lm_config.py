@@ -88,7 +88,8 @@ def test_local_spec_ignores_remote_settings_and_uses_role_defaults(monkeypatch):
     monkeypatch.setattr(config, "local_lm", lambda model, **kwargs: seen.update(model=model, **kwargs) or "LM")
     # One command line may pair a local task LM with a remote proposer: api_base/api_key are for the remote one.
     assert build_lm("local:smollm2-135m", role="proposer", api_base="http://127.0.0.1:1/v1", api_key="k") == "LM"
-    assert seen == {"model": "smollm2-135m", "route": "inprocess", "cache": True, **ROLE_DEFAULTS["proposer"]}
+    assert seen == {"model": "smollm2-135m", "route": "inprocess", "cache": True, **ROLE_DEFAULTS["proposer"],
+                    "stop_loops": 6}
 
 
 # -- settings reach the wire -------------------------------------------------------------------------------------
@@ -181,7 +182,8 @@ def test_task_and_proposer_share_one_loaded_model(monkeypatch, tmp_path):
     task = build_lm(f"local:{gguf}", cache=False)
     proposer = build_lm(f"local:{gguf}", role="proposer", cache=False)
     assert task.model == proposer.model == "local/m"
-    assert task._engine_spec is proposer._engine_spec  # one engine, one copy of the weights in memory
+    # One engine, one copy of the weights in memory; the proposer's view of it stops a reply that starts to loop.
+    assert proposer._engine_spec.engine is task._engine_spec and proposer._engine_spec.words == 6
     assert (task.kwargs["temperature"], proposer.kwargs["temperature"]) == (0.0, 0.7)
     assert (task.kwargs["max_tokens"], proposer.kwargs["max_tokens"]) == (256, ROLE_DEFAULTS["proposer"]["max_tokens"])
     assert task._engine_spec._llm is None  # nothing is loaded until the first call

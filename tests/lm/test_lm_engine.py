@@ -13,7 +13,7 @@ import pytest
 
 from fermi_dspy.lm import llama_engine
 from fermi_dspy.lm.errors import EngineNotInstalledError
-from fermi_dspy.lm.llama_engine import LlamaCppEngine
+from fermi_dspy.lm.llama_engine import LlamaCppEngine, LoopStoppingEngine
 
 
 class FakeLlama:
@@ -449,15 +449,46 @@ def test_a_free_text_reply_stops_where_it_starts_to_loop_and_gives_the_same_prop
 
     engine._llm = FakeGeneratingLlama(reply=LOOP * 3)
     engine.max_tokens = 4096
-    lm = make_lm(engine)
-    with dspy.context(lm=lm):
+    proposer = make_lm(LoopStoppingEngine(engine))
+    with dspy.context(lm=proposer):
         stopped = dspy.Predict("question -> answer")(question="Describe the person.").answer
-    assert lm.history[-1]["usage"]["completion_tokens"] < len(LOOP)  # within the first round, not 4096 tokens
+    assert proposer.history[-1]["usage"]["completion_tokens"] < len(LOOP)  # within the first round, not 4096 tokens
     assert clean_proposal(stopped, max_chars=1500) == clean_proposal(LOOP * 3, max_chars=1500)
 
-    engine.stop_loops = None
-    with dspy.context(lm=lm):
+    task = make_lm(engine)  # the same engine without the loop stop (its default): a task reply is never cut
+    with dspy.context(lm=task):
         assert dspy.Predict("question -> answer")(question="Describe the person.").answer == (LOOP * 3).strip()
+
+
+def test_a_word_still_being_generated_does_not_make_a_loop(engine):
+    pytest.importorskip("llama_cpp")
+    text = "She would rather pay less than most. She would rather pay less thanks to her savings."  # "than" grows
+    engine._llm = FakeGeneratingLlama(reply=text + "\n\n")
+    engine.max_tokens = 4096
+    with dspy.context(lm=make_lm(LoopStoppingEngine(engine))):
+        assert dspy.Predict("question -> answer")(question="?").answer == text
+    assert len(engine._llm.calls) == 1
+
+
+def test_the_loop_stop_judges_only_the_generated_text_not_a_prompt_that_repeats_itself(engine):
+    pytest.importorskip("llama_cpp")
+    text = "This person answers as a Republican would about guns, and as a Republican would about taxes."
+    engine._llm = FakeGeneratingLlama(reply=text + "\n\n")
+    engine.max_tokens = 4096
+    boilerplate = "Answer every question as this person would. " * 3  # a repeated run in the prompt only
+    with dspy.context(lm=make_lm(LoopStoppingEngine(engine))):
+        assert dspy.Predict("question -> answer")(question=boilerplate).answer == text
+    assert len(engine._llm.calls) == 1  # generated whole at once, not stopped at once and generated again
+
+
+def test_the_loop_stopping_engine_shares_the_engine_and_saves_and_loads():
+    base = LlamaCppEngine("/nonexistent/model.gguf", max_tokens=64)
+    view = LoopStoppingEngine(base, 5)
+    assert view.model_path == base.model_path and copy.deepcopy(view) is view
+    loaded = LoopStoppingEngine.load_state(view.dump_state())
+    assert loaded.words == 5 and loaded.engine.max_tokens == 64 and loaded.engine.stop_loops is None
+    with pytest.raises(ValueError, match="at least 2"):
+        LoopStoppingEngine(base, 1)
 
 
 def test_a_reply_without_a_loop_is_generated_whole(engine):
@@ -465,7 +496,7 @@ def test_a_reply_without_a_loop_is_generated_whole(engine):
     text = "This person answers as a Republican would about guns, and as a Republican would about taxes."
     engine._llm = FakeGeneratingLlama(reply=text + "\n\n")
     engine.max_tokens = 4096
-    with dspy.context(lm=make_lm(engine)):
+    with dspy.context(lm=make_lm(LoopStoppingEngine(engine))):
         assert dspy.Predict("question -> answer")(question="?").answer == text
 
 

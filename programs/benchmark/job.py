@@ -34,7 +34,7 @@ from fermi_dspy.runs import (
 )
 from programs.benchmark.methods import JOBS, CannotRunError, MethodResult, UserTask, jobs_for
 from programs.benchmark.methods.base import not_run
-from programs.benchmark.provenance import describe_lm, read_invocations, record_invocation
+from programs.benchmark.provenance import describe_lm, read_invocations, record_invocation, record_invocation_end
 from programs.benchmark.report import BenchmarkReport, build_report
 from programs.benchmark.settings import BenchmarkSettings
 from programs.benchmark.users import BenchmarkUsers, benchmark_users
@@ -198,6 +198,8 @@ def run_benchmark(
     run_dir.write_json("splits.json", users.manifest)
     record_invocation(root, command)
     summary = run_user_jobs(list(users.users), job, run_dir=root, **common)
+    record_invocation_end(root, int(summary.this_invocation.get("users_run", 0)),
+                          int(summary.this_invocation.get("lm_calls", 0)))
     for failure in summary.failures:
         logger.warning("User %s failed, its methods are not in the report (re-run to retry): %s", failure.user_id,
                        failure.reason)

@@ -3,6 +3,7 @@
 import datetime
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -12,6 +13,8 @@ from typing import Any
 import dspy
 
 from fermi_dspy.files import write_atomic
+
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,14 +74,29 @@ INVOCATIONS = "invocations.json"
 
 
 def read_invocations(root: str | Path) -> list[dict[str, Any]]:
-    """The invocations recorded in a run directory, oldest first ([] for a run started before they were)."""
+    """The invocations recorded in a run directory, oldest first ([] for a run started before they were, or if the
+    file cannot be read: it describes the run, it is not needed to resume it)."""
     path = Path(root) / INVOCATIONS
-    return json.loads(path.read_text()) if path.is_file() else []
+    try:
+        records = json.loads(path.read_text()) if path.is_file() else []
+    except (OSError, ValueError) as exc:
+        logger.warning("Ignoring %s, which cannot be read (%s).", path, exc)
+        return []
+    return [r for r in records if isinstance(r, dict)] if isinstance(records, list) else []
 
 
 def record_invocation(root: str | Path, command: str | None) -> None:
     """Record, before any user runs, which command and commit this invocation is: a report rendered later (e.g. of
     a run that was stopped) names them rather than the commit it is rendered at."""
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    records = [*read_invocations(root), {"command": command, "git_commit": git_commit(), "started": started}]
+    records = [*read_invocations(root), {"command": command, "git_commit": git_commit(), "started": started,
+                                         "users_run": None, "lm_calls": None}]
     write_atomic(Path(root) / INVOCATIONS, json.dumps(records, indent=2) + "\n")
+
+
+def record_invocation_end(root: str | Path, users_run: int, lm_calls: int) -> None:
+    """Add to the last invocation how many users it finished and LM calls it made (None for one that was killed)."""
+    records = read_invocations(root)
+    if records:
+        records[-1].update(users_run=users_run, lm_calls=lm_calls)
+        write_atomic(Path(root) / INVOCATIONS, json.dumps(records, indent=2) + "\n")

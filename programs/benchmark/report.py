@@ -91,8 +91,10 @@ def _lms(root: Path, user_ids: Sequence[str]) -> dict[str, Any] | None:
 
 
 def _produced_by(root: Path) -> list[str | None]:
-    """The distinct commits of the invocations that answered this run's users, in order."""
-    commits = [record.get("git_commit") for record in read_invocations(root)]
+    """The distinct commits of the invocations that answered this run's users, in order (one that made no LM call is
+    left out; one that was killed, with its calls unknown, is kept)."""
+    commits = [record.get("git_commit") or "unknown" for record in read_invocations(root)
+               if record.get("lm_calls") != 0]
     return list(dict.fromkeys(commits))
 
 
@@ -118,8 +120,9 @@ def build_report(root: str | Path, settings: BenchmarkSettings, users: Benchmark
 
 
 def _commits(report: BenchmarkReport) -> str:
+    """Which commit(s) answered the run's users, and which one rendered the report."""
     produced = report.environment.get("produced_by") or []
-    rendered = report.environment.get("git_commit")
+    rendered = report.environment.get("git_commit") or "unknown"
     if not produced:
         return f"git {rendered} (the commit that produced the results was not recorded)"
     if produced == [rendered]:

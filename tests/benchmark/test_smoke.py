@@ -93,11 +93,21 @@ def test_a_report_rendered_later_names_the_command_and_commit_that_produced_the_
     invocations = json.loads((tmp_path / "invocations.json").read_text())
     assert [(i["command"], i["git_commit"]) for i in invocations] == [("fermi-dspy bench run --users 2", "aaaa111")]
 
+    assert invocations[0]["users_run"] == 2 and invocations[0]["lm_calls"] > 0
+
+    monkeypatch.setattr(provenance, "git_commit", lambda: "cccc333")
+    run_benchmark(small_settings, tmp_path, command="fermi-dspy bench run --users 2", display_progress=False)
+    assert json.loads((tmp_path / "invocations.json").read_text())[-1]["lm_calls"] == 0  # nothing left to do
+    (tmp_path / "report.json").unlink()
     monkeypatch.setattr(report, "describe_environment", lambda: {"git_commit": "bbbb222"})
     job.rebuild_report(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     assert "`fermi-dspy bench run --users 2`" in markdown
-    assert "results by git aaaa111; rendered at git bbbb222" in markdown
+    assert "results by git aaaa111; rendered at git bbbb222" in markdown  # cccc333 answered nobody
+
+    (tmp_path / "invocations.json").write_text("{not json")
+    job.rebuild_report(tmp_path)  # a damaged record is ignored, with a warning
+    assert "was not recorded" in (tmp_path / "report.md").read_text()
 
 
 def test_a_user_stopped_partway_keeps_its_finished_methods_and_runs_only_the_rest(tmp_path, small_settings, engines,

@@ -1,5 +1,6 @@
 """Where users run: local threads (the default) or Ray tasks. Both run `worker.run_task` and hand the outcomes back to
-the driver, which alone writes the run directory; the same scheduler drives both (see `runner`)."""
+the driver, which writes the run directory (a worker that sees it writes only its user's call ledger and checkpoint);
+the same scheduler drives both (see `runner`)."""
 
 import concurrent.futures
 import contextvars

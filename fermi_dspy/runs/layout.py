@@ -215,13 +215,16 @@ class RunDir:
         """Where an unfinished attempt keeps the work it has finished (see `JobContext.save_checkpoint`)."""
         return self.user_path(user_id) / CHECKPOINT
 
-    def read_checkpoint(self, user_id: str, input_sha256: str) -> dict[str, Any]:
-        """The state an interrupted or failed attempt saved for this user's current input ({} if none, or if it was
-        saved for another input)."""
+    def read_checkpoint(self, user_id: str, input_sha256: str, run_fingerprint: str | None) -> dict[str, Any]:
+        """The state an interrupted or failed attempt of this run saved for this user's current input ({} if none,
+        or if it was saved for another input or by another run, e.g. a user folder copied in)."""
         saved = read_json(self.checkpoint_path(user_id))
         if not isinstance(saved, dict) or saved.get("input_sha256") != input_sha256:
             return {}
-        return saved.get("state") or {}
+        if saved.get("run_fingerprint") != run_fingerprint:
+            return {}
+        state = saved.get("state")
+        return state if isinstance(state, dict) else {}
 
     def ledger_path(self, user_id: str) -> Path:
         """The user's call ledger (see `fermi_dspy.runs.ledger`)."""

@@ -81,8 +81,8 @@ class Scheduler:
         task = UserTask(item.user, self.job, self.task, self.proposer, self.settings.seed, self.settings.num_threads,
                         calls, cost_cap, attempt, str(ledger), (item.previous or {}).get("result"),
                         self._previous_files(item), item.changed_input,
-                        self.run_dir.read_checkpoint(uid, item.user.fingerprint()),
-                        str(self.run_dir.checkpoint_path(uid).resolve()))
+                        self.run_dir.read_checkpoint(uid, item.user.fingerprint(), self.fingerprint),
+                        str(self.run_dir.checkpoint_path(uid).resolve()), self.fingerprint)
         return task, "", cost_cap
 
     def _previous_files(self, item: PlannedUser) -> dict[str, str]:

@@ -56,6 +56,7 @@ class UserTask:
         changed_input: The user's input changed since `previous` (an update).
         checkpoint: What an earlier unfinished attempt saved for the user's current input (`JobContext.checkpoint`).
         checkpoint_path: Where this attempt saves its checkpoint (users/<dir>/checkpoint.json), or None to keep none.
+        run_fingerprint: The run's fingerprint, which tags the checkpoint (a checkpoint of another run is not used).
     """
 
     user: UserData
@@ -73,6 +74,7 @@ class UserTask:
     changed_input: bool = False
     checkpoint: dict[str, Any] = field(default_factory=dict)
     checkpoint_path: str | None = None
+    run_fingerprint: str | None = None
 
 
 @dataclass
@@ -140,7 +142,8 @@ def _checkpoint_writer(task: UserTask) -> Callable[[dict[str, Any]], None]:
     path, input_sha256 = Path(task.checkpoint_path), task.user.fingerprint()
 
     def save(state: dict[str, Any]) -> None:
-        write_atomic(path, redact(to_json({"input_sha256": input_sha256, "attempt": task.attempt, "state": state})))
+        write_atomic(path, redact(to_json({"input_sha256": input_sha256, "run_fingerprint": task.run_fingerprint,
+                                           "attempt": task.attempt, "state": state})))
 
     return save
 

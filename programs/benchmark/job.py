@@ -100,13 +100,20 @@ class BenchmarkJob(UserJob):
 
     def _restored(self, user: UserData,
                   checkpoint: Mapping[str, Any]) -> tuple[dict[str, MethodResult], dict[str, str]]:
-        """The methods an unfinished earlier attempt finished (ok or cannot_run), and their saved programs."""
-        results = {m: MethodResult.from_dict(data) for m, data in (checkpoint.get("methods") or {}).items()
-                   if m in self.settings.ordered_methods and data.get("status") in FINAL_STATUSES}
+        """The methods an unfinished earlier attempt finished (ok or cannot_run), and their saved programs (when this
+        run keeps programs). A checkpoint that does not load (e.g. written by other code) is ignored, with a warning."""
+        try:
+            results = {m: MethodResult.from_dict(data) for m, data in (checkpoint.get("methods") or {}).items()
+                       if m in self.settings.ordered_methods and data.get("status") in FINAL_STATUSES}
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            logger.warning("User %s: ignoring the unfinished attempt's checkpoint, which does not load (%s: %s); "
+                           "every method runs again.", user.user_id, type(exc).__name__, exc)
+            return {}, {}
         if results:
             logger.info("User %s: %d method(s) kept from an unfinished attempt: %s", user.user_id, len(results),
                         ", ".join(results))
-        programs = {m: text for m, text in (checkpoint.get("programs") or {}).items() if m in results}
+        programs = {m: text for m, text in (checkpoint.get("programs") or {}).items()
+                    if m in results and self.keep_programs and isinstance(text, str)}
         return results, programs
 
     def estimate(self, user: UserData, *, seed: int = 0) -> WorkEstimate:
@@ -131,7 +138,8 @@ class BenchmarkJob(UserJob):
                 logger.info("User %s %-16s %s acc=%s calls=%d (%.0f s)", user.user_id, method, result.status,
                             "-" if result.accuracy is None else f"{result.accuracy:.3f}", result.total_calls,
                             result.seconds)
-            # A stop or kill from here on loses none of the methods finished so far: the next attempt skips them.
+            # A stop or kill from here on loses none of the methods finished so far (after each job, which yields
+            # one method or several sharing a compile): the next attempt skips them.
             context.save_checkpoint({"methods": {m: r.to_dict() for m, r in results.items()}, "programs": programs})
         methods = {**(context.previous or {}).get("methods", {}),
                    **{m: {"status": r.status, "accuracy": r.accuracy} for m, r in results.items()}}

@@ -118,6 +118,44 @@ def test_a_user_stopped_partway_keeps_its_finished_methods_and_runs_only_the_res
 
     methods = ("floor", "zero_shot", "profile_prompt", "opro", "fermi", "fermi_best")
     settings = small_settings.__class__(**{**small_settings.to_dict(), "users": 1, "methods": methods})
+    real = dict(JOBS)
+
+    def broken(task):
+        raise UserAbortError("the endpoint went away", "APIConnectionError")
+
+    def crashing(task):
+        raise RuntimeError("a bug in one method")
+
+    monkeypatch.setitem(JOBS, "opro", crashing)  # recorded as failed: not kept, run again
+    monkeypatch.setitem(JOBS, "fermi", broken)  # ends the user's attempt: nothing is committed
+    run_benchmark(settings, tmp_path, display_progress=False, keep_programs=True)
+    user_dir = next((tmp_path / "users").iterdir())
+    assert not (user_dir / "result.json").exists()
+    checkpoint = json.loads((user_dir / "checkpoint.json").read_text())["state"]
+    kept = checkpoint["methods"]
+    assert set(kept) == {"floor", "zero_shot", "profile_prompt", "opro"} and kept["opro"]["status"] == "failed"
+    assert checkpoint["programs"]  # saved with the methods, for a run that keeps programs
+
+    monkeypatch.setitem(JOBS, "opro", real["opro"])
+    monkeypatch.setitem(JOBS, "fermi", real["fermi"])
+    before = calls(engines)
+    report = run_benchmark(settings, tmp_path, display_progress=False)  # without --keep-programs now
+    results = {r.method: r for r in report.results}
+    assert set(results) == set(methods) and all(r.status == "ok" for r in results.values())
+    # Only OPRO, Fermi's compile and the two Fermi methods' test answers were asked for again.
+    again = results["opro"].total_calls + results["fermi"].total_calls + results["fermi_best"].test.usage.calls
+    assert calls(engines) - before == again > 0
+    assert results["zero_shot"].to_dict() == kept["zero_shot"]  # the stopped attempt's result, as it was
+    assert not (user_dir / "checkpoint.json").exists()
+    assert not list(user_dir.glob("*.program.json"))  # this run does not keep programs, restored ones included
+
+
+def test_a_checkpoint_that_does_not_load_is_ignored(tmp_path, small_settings, engines, monkeypatch):
+    from fermi_dspy.runs.errors import UserAbortError
+    from programs.benchmark.methods import JOBS
+
+    settings = small_settings.__class__(**{**small_settings.to_dict(), "users": 1,
+                                           "methods": ("floor", "zero_shot", "fermi")})
     real_fermi = JOBS["fermi"]
 
     def broken(task):
@@ -125,18 +163,10 @@ def test_a_user_stopped_partway_keeps_its_finished_methods_and_runs_only_the_res
 
     monkeypatch.setitem(JOBS, "fermi", broken)
     run_benchmark(settings, tmp_path, display_progress=False)
-    user_dir = next((tmp_path / "users").iterdir())
-    assert not (user_dir / "result.json").exists()
-    kept = json.loads((user_dir / "checkpoint.json").read_text())["state"]["methods"]
-    assert set(kept) == {"floor", "zero_shot", "profile_prompt", "opro"}
-
+    path = next((tmp_path / "users").iterdir()) / "checkpoint.json"
+    saved = json.loads(path.read_text())
+    saved["state"]["methods"]["zero_shot"]["field_from_other_code"] = 1
+    path.write_text(json.dumps(saved))
     monkeypatch.setitem(JOBS, "fermi", real_fermi)
-    before = calls(engines)
     report = run_benchmark(settings, tmp_path, display_progress=False)
-    results = {r.method: r for r in report.results}
-    assert set(results) == set(methods) and all(r.status == "ok" for r in results.values())
-    # Only Fermi's compile and the two Fermi methods' test answers were asked for again.
-    fermi_calls = results["fermi"].total_calls + results["fermi_best"].test.usage.calls
-    assert calls(engines) - before == fermi_calls
-    assert results["opro"].to_dict() == kept["opro"]  # the stopped attempt's result, as it was
-    assert not (user_dir / "checkpoint.json").exists()
+    assert {r.method: r.status for r in report.results} == {"floor": "ok", "zero_shot": "ok", "fermi": "ok"}

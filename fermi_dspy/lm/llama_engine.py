@@ -337,8 +337,13 @@ class LlamaCppEngine:
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> "LlamaCppEngine":
-        """Rebuild an engine from :meth:`dump_state`."""
-        return cls(**state)
+        """Rebuild an engine from :meth:`dump_state`: one engine per settings in a process, so the sync and async
+        engines of a loaded LM (and LMs loaded with the same settings) share one model, its KV slots and its lock."""
+        key = json.dumps(state, sort_keys=True, default=str)
+        with _LOADED_LOCK:
+            if key not in _LOADED:
+                _LOADED[key] = cls(**state)
+            return _LOADED[key]
 
     # -- the engine contract -------------------------------------------------------------------------------------
 
@@ -635,6 +640,20 @@ class AsyncLlamaCppEngine:
 
     def __deepcopy__(self, memo: dict) -> "AsyncLlamaCppEngine":
         return self
+
+    def dump_state(self) -> dict[str, Any]:
+        """JSON-safe settings of the sync engine, so an LM with this async engine can be saved (see ``dspy.LM``)."""
+        return {"loop_stopping": isinstance(self.engine, LoopStoppingEngine), "engine": self.engine.dump_state()}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> "AsyncLlamaCppEngine":
+        """Rebuild from :meth:`dump_state`."""
+        sync = LoopStoppingEngine if state.get("loop_stopping") else LlamaCppEngine
+        return cls(sync.load_state(state["engine"]))
+
+
+_LOADED: dict[str, LlamaCppEngine] = {}
+_LOADED_LOCK = threading.Lock()
 
 
 class LoopStoppingEngine:

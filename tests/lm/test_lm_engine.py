@@ -503,3 +503,21 @@ def test_a_reply_without_a_loop_is_generated_whole(engine):
 def test_stop_loops_must_be_a_run_of_at_least_two_words():
     with pytest.raises(ValueError, match="stop_loops"):
         LlamaCppEngine("/nonexistent/model.gguf", stop_loops=1)
+
+
+@pytest.mark.parametrize("view", [False, True], ids=["task", "proposer"])
+def test_an_lm_on_the_local_engine_saves_and_loads_with_one_shared_engine(view):
+    import json
+
+    from fermi_dspy.lm.llama_engine import AsyncLlamaCppEngine
+
+    base = LlamaCppEngine("/nonexistent/model.gguf", max_tokens=48)
+    engine = LoopStoppingEngine(base) if view else base
+    lm = dspy.LM("local/fake", engine=engine, async_engine=AsyncLlamaCppEngine(engine), cache=False, num_retries=0)
+    state = json.loads(json.dumps(lm.dump_state()))
+    loaded = dspy.LM.load_state(state, allow_custom_lm_class=True)
+    sync, asynchronous = loaded._engine_spec, loaded._async_engine_spec.engine
+    assert type(sync) is type(engine) and type(asynchronous) is type(engine)
+    core = (lambda e: e.engine) if view else (lambda e: e)
+    assert core(sync) is core(asynchronous)  # one model, one lock, one set of KV slots
+    assert core(sync).max_tokens == 48

@@ -102,6 +102,12 @@ class PersonalizedProgram(dspy.Module):
                 predictor.signature = predictor.signature.with_instructions(base)
         return self
 
+    @property
+    def best_index(self) -> int:
+        """The index (into `prompts`) of the prompt with the best overall score: the one ``selection="best"`` uses."""
+        state = self._arrays.get(self.router, self.embedder)
+        return choose_prompt(state["scores"], state["means"], None, self.router.num_retrieved)
+
     def route(self, **inputs: Any) -> int:
         """The index (into `prompts`) of the prompt this program would answer these inputs with."""
         router = self.router

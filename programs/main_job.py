@@ -245,7 +245,8 @@ def user_rows(run_dir: RunDir, user_ids: Sequence[str], methods: Sequence[str] =
             "fermi": {**{key: result[key] for key in ("train_score", "stop_reason", "candidates_scored",
                                                        "prompts_kept")},
                       "proposals_rejected": result.get("proposals_rejected", {}),
-                      "proposals_salvaged": result.get("proposals_salvaged", 0)},
+                      "proposals_salvaged": result.get("proposals_salvaged", 0),
+                      "test_routed_past_best": result.get("test_routed_past_best")},
             "fermi_compile_calls": {"task": result["calls"]["compile_task"],
                                     "proposer": result["calls"]["compile_proposer"]},
             "usage": saved["usage"],
@@ -380,6 +381,10 @@ def format_table(rows: Sequence[dict[str, Any]], overall: dict[str, Any], method
             lines.append(f"{'floor, unrounded mean':<28}{number(floor[f'mean_{metric}_unrounded']):>20} "
                          f"[{low:.2f},{high:.2f}]")
         blocks.append("\n".join(lines))
+    routed = [(row["fermi"].get("test_routed_past_best"), row["n_test"]) for row in rows]
+    if routed and all(past is not None for past, _ in routed):
+        blocks[0] += (f"\nRetrieval-of-Prompt answered {sum(p for p, _ in routed)} of {sum(n for _, n in routed)} "
+                      "Fermi test questions with a kept prompt other than the best-scoring one.")
     return "\n\n".join(blocks)
 
 

@@ -64,7 +64,14 @@ def test_best_selection_uses_one_prompt_for_every_query():
     program, _ = compile_pets(selection="best")
     queries = [f"Do you like {animal} in the street?" for animal in ("cats", "dogs")]
     routes = {program.route(question=q, options=["Yes", "No"]) for q in queries}
-    assert routes == {0}
+    assert routes == {0} == {program.best_index}
+
+
+def test_best_index_names_the_prompt_retrieval_falls_back_to():
+    program, _ = compile_pets()
+    means = [p.mean_score for p in program.detailed_results.memory]
+    assert program.best_index == means.index(max(means))
+    assert program.route(question="Something else entirely?", options=["Yes", "No"]) == program.best_index
 
 
 def test_custom_embedder_callable_and_dspy_embedder():

@@ -220,6 +220,7 @@ class FermiJob(UserJob):
             update.update(rescored_calls=compiled.rescored_calls, prompts_before=len(init.prompts))
         compile_calls_used = context.usage().calls
         scores, answers = self._evaluate(program, test, context) if test else ([], [])
+        routes = [program.route(**example.inputs()) for example in test]  # no LM call
         scored = [s for s in scores if s is not None]
         unscored = len(scores) - len(scored)
         result = {
@@ -236,7 +237,8 @@ class FermiJob(UserJob):
             "proposals_rejected": dict(compiled.proposals_rejected),
             "proposals_salvaged": compiled.proposals_salvaged,
             "prompts_kept": len(program.prompts),
-            "best_prompt": program.prompts[0],
+            "best_prompt": program.prompts[program.best_index],
+            "test_routed_past_best": sum(route != program.best_index for route in routes),
             **({"update": update} if update is not None else {}),
             "calls": {
                 "compile_task": compiled.task_usage.calls,
@@ -245,7 +247,7 @@ class FermiJob(UserJob):
             },
         }
         details = {key: value for key, value in compiled.to_dict().items() if key != "seconds"}
-        details["test"] = {"scores": scores, "answers": answers}
+        details["test"] = {"scores": scores, "answers": answers, "prompt_index": routes}
         files = {"program.json": _program_json(program), "details.json": json.dumps(details, indent=1, default=str)}
         return JobOutput(result, files, budget_limited=compiled.stop_reason == "budget" or unscored > 0)
 

@@ -46,6 +46,10 @@ def test_main_job_writes_the_run_directory_and_resumes(tmp_path):
     assert "Answer as this person would. (variant" in " ".join(program.prompts)
     assert "Political party" not in json.dumps(saved)  # no profile next to scores in the report
     assert report["table"].count("\n") >= 4 and " rejected" in report["table"]
+    routed = sum(u["fermi"]["test_routed_past_best"] for u in saved["users"])
+    assert f"Retrieval-of-Prompt answered {routed} of 10 Fermi test questions" in report["table"]
+    details = json.loads((tmp_path / "users" / saved["users"][0]["user_id"] / "details.json").read_text())
+    assert len(details["test"]["prompt_index"]) == 5
     assert isinstance(saved["proposals_rejected"], dict)
     assert all(isinstance(u["fermi"]["proposals_rejected"], dict) for u in saved["users"])
 

@@ -119,6 +119,18 @@ def build_report(root: str | Path, settings: BenchmarkSettings, users: Benchmark
     return report
 
 
+def _routing_note(report: BenchmarkReport) -> list[str]:
+    """How often Retrieval-of-Prompt left the best prompt: where it never does, (b) cannot come out otherwise."""
+    fermi = [r for r in report.results if r.method == "fermi" and r.status == "ok"]
+    routed = [(r.details or {}).get("test_routed_past_best") for r in fermi]
+    if not fermi or any(value is None for value in routed):
+        return []
+    users = f"{len(fermi)} user{'' if len(fermi) == 1 else 's'}"
+    return ["", f"Retrieval-of-Prompt answered {sum(routed)} of {sum(r.n_test for r in fermi)} test questions "
+            f"({users}) with a kept prompt other than the best-scoring one; the others used the same prompt as the "
+            "single best prompt."]
+
+
 def _commits(report: BenchmarkReport) -> str:
     """Which commit(s) answered the run's users, and which one rendered the report."""
     produced = report.environment.get("produced_by") or []
@@ -250,6 +262,7 @@ def render_markdown(report: BenchmarkReport) -> str:
         parts += ["", "## Answers (paired differences over users, 95% bootstrap CI)", "", context, ""]
         labels = {s.method: s.label for s in report.summaries}
         parts += [c.line(labels) for c in answers if c.kind == "fermi"]
+        parts += _routing_note(report)
         floor = [c for c in answers if c.kind == "floor"]
         if floor:
             parts += ["", "Against the LM-free floor (a method that does not beat it learned nothing a counter could "

@@ -58,6 +58,8 @@ def test_every_method_runs_on_one_user_in_seconds(tmp_path, small_settings, engi
     markdown = (tmp_path / "report.md").read_text()
     assert "Fermi (Retrieval-of-Prompt)" in markdown and "`pytest`" in markdown and "scripted/task" in markdown
     assert "Valid answers" in markdown
+    routed = results["fermi"].details["test_routed_past_best"]
+    assert f"Retrieval-of-Prompt answered {routed} of 4 test questions (1 user)" in markdown
     assert json.loads((tmp_path / "report.json").read_text())["settings"]["n_train"] == 6
 
 

@@ -63,6 +63,9 @@ def compile_fermi(task: UserTask, *, feedback: str = "misaligned", with_profile:
 
     compiled = compile_with(task, build)
     compiled.details.update(fermi_details(compiled.program.detailed_results))
+    program = compiled.program
+    routes = [program.route(**example.inputs()) for example in task.user.test]  # no LM call
+    compiled.details["test_routed_past_best"] = sum(route != program.best_index for route in routes)
     return compiled
 
 

@@ -302,13 +302,16 @@ def rejections_section(report: BenchmarkReport) -> list[str]:
     """Lines of report.md on the proposals Fermi's hygiene rejected (not instructions), per method and reason."""
     totals: dict[str, Counter[str]] = {}
     salvaged: Counter[str] = Counter()
+    recorded: set[str] = set()  # methods whose results count kept instructions (results before 6ab7ee6 do not)
     users: Counter[str] = Counter()
     for result in report.results:
         rejected = (result.details or {}).get("proposals_rejected")
         if result.status != "ok" or not isinstance(rejected, dict) or result.shared_compile:
             continue
         totals.setdefault(result.method, Counter()).update({k: int(v) for k, v in rejected.items()})
-        salvaged[result.method] += int((result.details or {}).get("proposals_salvaged") or 0)
+        if "proposals_salvaged" in (result.details or {}):
+            salvaged[result.method] += int(result.details["proposals_salvaged"] or 0)
+            recorded.add(result.method)
         users[result.method] += 1
     if not totals:
         return []
@@ -319,7 +322,7 @@ def rejections_section(report: BenchmarkReport) -> list[str]:
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for method, counts in totals.items():
         cells = [labels.get(method, method), users[method], sum(counts.values()), *(counts.get(r, 0) for r in reasons),
-                 salvaged[method]]
+                 salvaged[method] if method in recorded else "not recorded"]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     return lines
 

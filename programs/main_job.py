@@ -97,8 +97,8 @@ PAPER_SETTINGS = {"num_iterations": 10, "num_candidates": 4, "memory_size": 5, "
 @dataclass(frozen=True)
 class MainJobSettings:
     """What the main job runs. The defaults are sized to finish in about 5 minutes cold on 2 cores with the default
-    local LM (`fermi-dspy run` on a fresh clone, empty DSPy cache: 311 s at a raw prompt speed of 85 tokens/s, 330 s
-    at 80 tokens/s); `--paper` runs the paper's settings.
+    local LM (`fermi-dspy run` on a fresh clone, empty DSPy cache: 268 s and 293 s at 9d551f3, 311 s with the same
+    calls an hour earlier); `--paper` runs the paper's settings.
 
     Attributes:
         dataset: "panelists", "hwang", "global", "movielens-rating" or "movielens-tag" (see `fermi_dspy.data`;

@@ -37,7 +37,8 @@ def structure_start(text: str) -> int | None:
     return min(starts) if starts else None
 
 
-_SENTENCE_END = re.compile(r"[.!?](?=\s)|\n")
+#: A full stop, ! or ? before whitespace, or a line break; not the full stop of an initial such as the "S." of "U.S."
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?](?=\s)|\n")
 
 
 def instruction_before_structure(text: str) -> str:

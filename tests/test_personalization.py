@@ -211,6 +211,10 @@ INSTRUCTION_THEN_COPY.update({
         "This person is a conservative Republican who distrusts institutions.",
     "This person is a conservative Republican. She distrusts all big institutions.\nE4. question: Who?":
         "This person is a conservative Republican. She distrusts all big institutions.",
+    # An abbreviation is not a sentence's end: the sentence in which the copy began is dropped whole, not kept up to
+    # its "U.S."
+    "This person is a conservative Republican. She lives in the U.S. and trusts, as E4. question: Who?":
+        "This person is a conservative Republican.",
 })
 
 

@@ -133,7 +133,7 @@ def test_a_benchmark_directory_from_before_benchmarks_were_runs_still_renders(tm
 
 
 def test_the_report_counts_fermis_rejected_proposals_by_reason(tmp_path):
-    """On the committed partial run (the 7b455d9 benchmark, whose Fermi details hold the hygiene's counts)."""
+    """On the committed 1.5B run (the 0fd59ce benchmark, whose Fermi details hold the hygiene's counts)."""
     partial = tmp_path / "partial"
     shutil.copytree(COMMITTED.parent / "hwang-qwen1.5b", partial)
     assert fermi_dspy_main(["bench", "report", "--out", str(partial)]) == 0

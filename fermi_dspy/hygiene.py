@@ -10,7 +10,8 @@ import re
 from collections.abc import Iterable
 
 #: Reasons a proposal is rejected, in the order they are checked.
-REJECTION_REASONS = ("empty", "meta_prompt_structure", "too_short", "training_question", "question", "duplicate")
+REJECTION_REASONS = ("empty", "meta_prompt_structure", "too_short", "unfinished", "training_question", "question",
+                     "duplicate")
 
 MIN_PROMPT_CHARS = 20
 MIN_PROMPT_WORDS = 4
@@ -22,6 +23,7 @@ _STRUCTURE = [
     re.compile(r"\bMis-aligned on \d+ (?:out )?of \d+", re.IGNORECASE),  # "... on 5 of 8", "... on 5 out of 8"
     re.compile(r"\bE\d+(?:\s*,\s*E\d+)+"),  # a list of the catalog's labels: "shares E1, E2, E3"
     re.compile(r"\bmodel answered '"),
+    re.compile(r"\bthe model's answers?\b", re.IGNORECASE),  # the meta-prompt's account of how prompts are scored
     re.compile(r"^\s*(?:question|options)\s*:", re.IGNORECASE | re.MULTILINE),
     re.compile(r"<PROMPT>|\[\[ ## "),
     re.compile(r"^\s*Example \d+:", re.MULTILINE),
@@ -106,6 +108,8 @@ def rejection_reason(text: str, training_questions: Iterable[str] = (), task: st
         return "meta_prompt_structure"
     if len(stripped) < MIN_PROMPT_CHARS or len(stripped.split()) < MIN_PROMPT_WORDS:
         return "too_short"
+    if stripped.endswith(":"):  # a lead-in with nothing after it: "The person's actual views and values are:"
+        return "unfinished"
     if copies_training_question(stripped, training_questions):
         return "training_question"
     if is_question(stripped):

@@ -148,7 +148,13 @@ DEGENERATE = {
         # Kept by a cold main job (user 101224, 2026-12-01) before the rule took "out of" and label lists:
         "This person is described as a professional in the entertainment industry, played by a single world leader. "
         "Mis-aligned on 5 out of 8: shares E1, E2, E3, E4, E5 with the best prompt",
+        # Kept by the 1.5B benchmark on the default panelists (user 112238, 2026-12-02, a2ab343): the signature's
+        # own account of scoring, copied.
+        "This person is a woman who has achieved having a fulfilling sex life goals. The model's answer matches the "
+        "person's own answer, suggesting that she is very good at her view of life.",
     ],
+    # Kept by the same run and user, tied with the profile prompt as the best (0.5 on 8 training answers).
+    "unfinished": ["The person's actual views and values are:"],
     "training_question": [
         "What type of leadership role should the US play in the world? It should Play a shared leadership role.",
         # Kept by the same run (user 112238): a training question quoted with its answer, one word changed.

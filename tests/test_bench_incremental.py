@@ -17,8 +17,13 @@ def _row(user_id: str, fresh: float, update: float, *, fresh_calls: int = 300, u
             "first_accuracy": 0.3}
 
 
-def test_settings_cover_every_argument_a_row_depends_on():
-    assert set(SETTINGS) == set(SETTINGS_USED)
+@pytest.mark.parametrize("name", SETTINGS)
+def test_a_change_to_any_setting_a_row_depends_on_is_refused(tmp_path, name):
+    out = tmp_path / "incremental.json"
+    changed = {**SETTINGS_USED, name: "something else"}
+    out.write_text(json.dumps({"settings": changed, "users": [_row("u1", 1, 1)]}))
+    with pytest.raises(SystemExit, match=name):
+        previous_rows(out, SETTINGS_USED)
 
 
 def test_a_missing_file_has_no_rows(tmp_path):

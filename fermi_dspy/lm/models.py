@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from fermi_dspy.files import sha256_file
 from fermi_dspy.lm.errors import FETCH_COMMAND, ChecksumMismatchError, ModelFetchError, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -147,15 +148,6 @@ def default_cache_dir() -> Path:
     """The model cache: ``$FERMI_DSPY_CACHE`` if set, else ``~/.cache/fermi-dspy/models``."""
     env = os.environ.get(CACHE_ENV)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "fermi-dspy" / "models"
-
-
-def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _stamp_path(path: Path) -> Path:

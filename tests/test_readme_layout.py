@@ -28,7 +28,8 @@ def tree_entries(package: Path) -> set[str]:
 
 
 def is_named(entry: str, names: set[str]) -> bool:
-    return any(fnmatch.fnmatchcase(entry, name) for name in names)
+    """Whether `entry` (a name, or a path like "./fermi_dspy/runs/") is one of `names` (which may hold wildcards)."""
+    return any(fnmatch.fnmatchcase(entry, name) or fnmatch.fnmatchcase(entry, f"*/{name}") for name in names)
 
 
 def test_every_module_and_folder_is_in_the_layout() -> None:
@@ -39,7 +40,8 @@ def test_every_module_and_folder_is_in_the_layout() -> None:
 
 
 def left_column_names(block: str) -> set[str]:
-    """The names in the block's left column (before the description), e.g. "profile.py", "runs/", "bench_*.py"."""
+    """The names each line of the block starts with, up to its first run of spaces: an entry's own names (e.g.
+    "profile.py, identity.py"), or the opening words of a continued description (which may name a file too)."""
     names: set[str] = set()
     for line in block.splitlines():
         column = re.split(r"\s{2,}", line.strip(), maxsplit=1)[0]
@@ -54,5 +56,5 @@ def test_the_layout_names_nothing_that_is_gone() -> None:
         relative = Path(folder).relative_to(ROOT).as_posix()
         existing |= {f"{relative}/{name}/" for name in subfolders} | {f"{relative}/{name}" for name in files}
     gone = sorted(name for name in left_column_names(layout_block())
-                  if not any(fnmatch.fnmatchcase(path, f"*{name}") for path in existing))
+                  if not any(is_named(path, {name}) for path in existing))
     assert not gone, f"the README's layout section names {gone}, which the tree no longer has"
